@@ -1,0 +1,29 @@
+"""segcore: a plugin-based deep-learning framework for image segmentation.
+
+``import segcore`` gives tensors with autograd (:func:`tensor`, :class:`Tensor`, :func:`no_grad`), backends
+(:func:`list_backends`), the functional ops (``segcore.functional``) and layers (``segcore.nn``).
+"""
+
+from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from .backend import Backend, get_backend, get_default_backend, list_backends, set_default_backend
+from .errors import BackendMismatchError, BackendUnavailableError
+from . import functional
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendMismatchError",
+    "BackendUnavailableError",
+    "Function",
+    "Tensor",
+    "enable_grad",
+    "functional",
+    "get_backend",
+    "get_default_backend",
+    "is_grad_enabled",
+    "list_backends",
+    "no_grad",
+    "set_default_backend",
+    "tensor",
+]

@@ -1,0 +1,3 @@
+"""resample ops (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Reference conv kernels."""
+
+KERNELS: dict = {}

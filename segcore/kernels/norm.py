@@ -1,0 +1,3 @@
+"""Reference norm kernels."""
+
+KERNELS: dict = {}

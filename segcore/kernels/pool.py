@@ -1,0 +1,3 @@
+"""Reference pool kernels."""
+
+KERNELS: dict = {}

@@ -1,0 +1,3 @@
+"""Reference resample kernels."""
+
+KERNELS: dict = {}
