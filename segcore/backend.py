@@ -135,6 +135,17 @@ class Backend:
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
 
+    # A backend is a process-wide singleton holding a module object: copies of tensors (deepcopy of a model,
+    # pickling for worker processes) must refer to the same registered backend, looked up by name.
+    def __deepcopy__(self, memo) -> Backend:
+        return self
+
+    def __copy__(self) -> Backend:
+        return self
+
+    def __reduce__(self):
+        return (get_backend, (self.name,))
+
 
 @dataclass(frozen=True)
 class BackendInfo:
@@ -158,8 +169,9 @@ def _load_numpy_namespace():
 
 NUMPY_BACKEND = Backend("numpy", _load_numpy_namespace)
 
-# name -> (backend, provider); the plugin layer adds third-party backends through register_backend.
-_BACKENDS: dict[str, tuple[Backend, str]] = {"numpy": (NUMPY_BACKEND, "segcore")}
+# name -> (backend, provider). Empty until first use: the built-in plugin (segcore.builtin_plugin) registers
+# the NumPy backend through the segcore_register_backends hook, exactly like a third-party backend.
+_BACKENDS: dict[str, tuple[Backend, str]] = {}
 _default_backend_name = "numpy"
 
 
@@ -182,7 +194,18 @@ def _unregister_backend(name: str) -> None:
     _BACKENDS.pop(name, None)
 
 
-def _all_backends() -> dict[str, tuple[Backend, str]]:
+def _all_backends(name: str | None = None) -> dict[str, tuple[Backend, str]]:
+    """The backend table, with the plugins that may provide ``name`` (every backend if ``None``) loaded.
+
+    Built-in backends are registered on the first call. Installed plugins are imported only when ``name``
+    is not already known or every backend is asked for, so plain NumPy work never imports them.
+    """
+    # segcore.plugins imports this module (register_backend): import it on first use instead.
+    from .plugins import manager
+
+    manager.ensure_builtins_loaded()
+    if name is None or name not in _BACKENDS:
+        manager.ensure_loaded()
     return _BACKENDS
 
 
@@ -195,7 +218,7 @@ def get_backend(backend: str | Backend | None = None) -> Backend:
         return backend
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a name or a Backend, got {type(backend).__name__}")
-    table = _all_backends()
+    table = _all_backends(backend)
     if backend not in table:
         close = difflib.get_close_matches(backend, list(table), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
