@@ -13,6 +13,13 @@ from .pool import *  # noqa: F401,F403
 from .resample import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
+from .loss import *  # noqa: F401,F403
+import sys as _sys
+
 from . import methods as _methods
+
+# Looked up in sys.modules: the star imports above rebind names such as ``linear`` to the functions.
+_FAMILIES = ("arithmetic", "reduction", "shape", "linear", "conv", "pool", "resample", "norm", "activation", "loss")
+__all__ = sorted({name for family in _FAMILIES for name in _sys.modules[f"{__name__}.{family}"].__all__})
 
 _methods.install()
