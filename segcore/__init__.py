@@ -1,13 +1,15 @@
 """segcore: a plugin-based deep-learning framework for image segmentation.
 
 ``import segcore`` gives tensors with autograd (:func:`tensor`, :class:`Tensor`, :func:`no_grad`), backends
-(:func:`list_backends`), the functional ops (``segcore.functional``) and layers (``segcore.nn``).
+(:func:`list_backends`), the functional ops (``segcore.functional``), layers (``segcore.nn``), optimizers
+(``segcore.optim``) and safetensors weights I/O (:func:`save_state_dict`, :func:`load_state_dict`).
 """
 
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import Backend, get_backend, get_default_backend, list_backends, set_default_backend
 from .errors import BackendMismatchError, BackendUnavailableError
-from . import functional
+from . import functional, io, nn, optim
+from .io import load_state_dict, save_state_dict
 
 __version__ = "0.1.0"
 
@@ -22,7 +24,12 @@ __all__ = [
     "get_backend",
     "get_default_backend",
     "is_grad_enabled",
+    "io",
     "list_backends",
+    "load_state_dict",
+    "nn",
+    "optim",
+    "save_state_dict",
     "no_grad",
     "set_default_backend",
     "tensor",
