@@ -8,7 +8,7 @@
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import Backend, get_backend, get_default_backend, list_backends, set_default_backend
 from .errors import BackendMismatchError, BackendUnavailableError
-from . import functional, io, nn, optim
+from . import functional, io, metrics, nn, optim
 from .io import load_state_dict, save_state_dict
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "io",
     "list_backends",
     "load_state_dict",
+    "metrics",
     "nn",
     "optim",
     "save_state_dict",

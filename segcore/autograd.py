@@ -306,24 +306,22 @@ class Tensor:
         return self.numpy().tolist()
 
     def to(self, backend: str | Backend | None = None, *, dtype=None) -> Tensor:
-        """Copy to another backend and/or cast to ``dtype``; a leaf stays a leaf with its ``requires_grad``.
+        """Cast to ``dtype`` and/or copy to another backend.
 
-        Moving between backends is not recorded for autograd (like ``torch`` leaves moved with ``.to``).
+        A dtype change on the same backend is differentiable (gradients are cast back), as in torch. A move
+        to another backend gives a new leaf with the same ``requires_grad``: graphs never span two backends.
         """
         target = self.backend if backend is None else get_backend(backend)
-        data = self.data
-        if target is not self.backend:
-            data = target.asarray(self.backend.to_numpy(data))
-        if dtype is not None:
-            dtype = np.dtype(dtype)
-            if data.dtype != dtype:
-                if self.requires_grad and target is self.backend and self._node is not None:
-                    from .functional import cast
+        dtype = None if dtype is None else np.dtype(dtype)
+        if target is self.backend:
+            if dtype is None or dtype == self.dtype:
+                return self
+            from .functional import cast
 
-                    return cast(self, dtype)
-                data = data.astype(dtype)
-        if target is self.backend and data is self.data:
-            return self
+            return cast(self, dtype)
+        data = target.asarray(self.backend.to_numpy(self.data))
+        if dtype is not None:
+            data = data.astype(dtype)
         return Tensor(data, target, requires_grad=self.requires_grad and _is_floating(data.dtype))
 
     def float(self) -> Tensor:

@@ -17,13 +17,17 @@ def as_tensor_like(value, like: Tensor, name: str = "other") -> Tensor:
     """
     if isinstance(value, Tensor):
         return value
-    if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, bool):
-        dtype = like.dtype
-        if isinstance(value, float) and np.dtype(dtype).kind in "iub":
+    if isinstance(value, (bool, np.bool_)):
+        return Tensor(like.backend.asarray(value, dtype=np.bool_), like.backend)
+    if isinstance(value, (numbers.Number, np.generic)):
+        kind = np.dtype(like.dtype).kind
+        if isinstance(value, (float, np.floating)) and kind in "iub":
             dtype = np.float32
+        elif kind == "b":
+            dtype = np.int64  # bool tensor + 2 is an int64 tensor in torch, not True
+        else:
+            dtype = like.dtype
         return Tensor(like.backend.asarray(value, dtype=dtype), like.backend)
-    if isinstance(value, bool):
-        return Tensor(like.backend.asarray(value), like.backend)
     raise TypeError(f"{name} must be a Tensor or a number, got {type(value).__name__}")
 
 

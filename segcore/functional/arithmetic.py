@@ -6,6 +6,8 @@ so backward functions here return full-shape gradients.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..autograd import Function, Tensor
@@ -31,9 +33,48 @@ __all__ = [
 ]
 
 
+_DEFAULT_FLOAT = np.float32
+
+
+def _is_float(x: Tensor) -> bool:
+    return np.dtype(x.dtype).kind == "f"
+
+
+def _operand(value, like: Tensor, name: str) -> Tensor:
+    """A Tensor for ``value``; Python scalars are "weak" and take ``like``'s dtype, as in torch."""
+    if (
+        isinstance(value, (numbers.Integral, np.integer))
+        and not isinstance(value, bool)
+        and np.dtype(like.dtype) == np.bool_
+    ):
+        # bool tensor + 2 is int64 in torch; taking the tensor's dtype would turn 2 into True.
+        return Tensor(like.backend.asarray(value, dtype=np.int64), like.backend)
+    return as_tensor_like(value, like, name)
+
+
+def promote_floating(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """torch's category rule: integer/bool tensors mixed with floating ones take the floating dtype.
+
+    NumPy would promote int64 with float32 to float64; torch keeps float32. Floating tensors of different
+    widths are left to NumPy's promotion (float32 with float64 gives float64 in both).
+    """
+    floats = [np.dtype(t.dtype) for t in tensors if _is_float(t)]
+    if not floats or len(floats) == len(tensors):
+        return tensors
+    target = np.result_type(*floats)
+    return tuple(t if _is_float(t) else cast(t, target) for t in tensors)
+
+
 def _binary_operands(a, b) -> tuple[Tensor, Tensor]:
     like = first_tensor(a, b)
-    return as_tensor_like(a, like, "input"), as_tensor_like(b, like, "other")
+    return promote_floating(_operand(a, like, "input"), _operand(b, like, "other"))
+
+
+def _floating(x: Tensor, op: str) -> Tensor:
+    """Integer input to a transcendental op computes in the default float dtype, as torch does."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(x).__name__}")
+    return x if _is_float(x) else cast(x, _DEFAULT_FLOAT)
 
 
 class Add(Function):
@@ -87,14 +128,18 @@ class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
         out = a**b
-        ctx.save_for_backward(a, b, out)
+        ctx.save_for_backward(a, b, out if ctx.needs_input_grad[1] else None)
         return out
 
     @staticmethod
     def backward(ctx, g):
         xp = ctx.xp
         a, b, out = ctx.saved
-        ga = g * b * a ** (b - 1) if ctx.needs_input_grad[0] else None
+        ga = None
+        if ctx.needs_input_grad[0]:
+            # b * a^(b-1) is 0 * inf at a == 0, b == 0; torch defines the gradient as 0 wherever b == 0, which
+            # the factor b gives once the exponent there is made harmless.
+            ga = g * b * a ** xp.where(b == 0, xp.ones_like(b), b - 1)
         gb = None
         if ctx.needs_input_grad[1]:
             # d(a^b)/db = a^b log(a); defined as 0 where a == 0 (torch's convention) to avoid 0 * -inf.
@@ -127,11 +172,12 @@ class MatMul(Function):
         a, b = ctx.saved
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, axis=-2)
-        if b.ndim == 1:
-            g2 = xp.expand_dims(g2, axis=-1)
+        # Restore the (m, n) matrix axes a 1-D operand removed from the output; a reshape also covers the
+        # vector @ vector case, where g is 0-d and expand_dims(g, -2) would be out of range.
+        m = a.shape[-2] if a.ndim > 1 else 1
+        n = b.shape[-1] if b.ndim > 1 else 1
+        batch = g.shape[: g.ndim - (a.ndim > 1) - (b.ndim > 1)]
+        g2 = g.reshape(tuple(batch) + (m, n))
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = xp.matmul(g2, xp.swapaxes(b2, -1, -2))
@@ -247,7 +293,7 @@ class Maximum(Function):
     def backward(ctx, g):
         a, b = ctx.saved
         # Ties split the gradient equally, as torch does.
-        wa = (a > b) + 0.5 * (a == b)
+        wa = ((a > b) + 0.5 * (a == b)).astype(g.dtype)
         return g * wa, g * (1 - wa)
 
 
@@ -260,7 +306,7 @@ class Minimum(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
-        wa = (a < b) + 0.5 * (a == b)
+        wa = ((a < b) + 0.5 * (a == b)).astype(g.dtype)
         return g * wa, g * (1 - wa)
 
 
@@ -275,8 +321,14 @@ class Cast(Function):
         return g.astype(ctx.source_dtype)
 
 
+def _check_number(value, op: str, name: str) -> None:
+    if not isinstance(value, (numbers.Real, np.number)) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+
+
 def add(input, other, *, alpha=1) -> Tensor:
-    """``input + alpha * other`` with broadcasting."""
+    """``input + alpha * other`` with broadcasting; Python scalars are accepted on either side."""
+    _check_number(alpha, "add", "alpha")
     a, b = _binary_operands(input, other)
     if alpha != 1:
         b = mul(b, alpha)
@@ -284,7 +336,8 @@ def add(input, other, *, alpha=1) -> Tensor:
 
 
 def sub(input, other, *, alpha=1) -> Tensor:
-    """``input - alpha * other`` with broadcasting."""
+    """``input - alpha * other`` with broadcasting; Python scalars are accepted on either side."""
+    _check_number(alpha, "sub", "alpha")
     a, b = _binary_operands(input, other)
     if alpha != 1:
         b = mul(b, alpha)
@@ -292,56 +345,85 @@ def sub(input, other, *, alpha=1) -> Tensor:
 
 
 def mul(input, other) -> Tensor:
+    """Element-wise product with broadcasting."""
     a, b = _binary_operands(input, other)
     return Mul.apply(a, b)
 
 
 def div(input, other) -> Tensor:
-    """True division (integer inputs give floating output, as in torch)."""
+    """True division (integer inputs give float32 output, as in torch)."""
     a, b = _binary_operands(input, other)
+    if not _is_float(a) and not _is_float(b):
+        a, b = cast(a, _DEFAULT_FLOAT), cast(b, _DEFAULT_FLOAT)
     return Div.apply(a, b)
 
 
 def pow(input, exponent) -> Tensor:
+    """``input ** exponent`` element-wise with broadcasting."""
     a, b = _binary_operands(input, exponent)
     return Pow.apply(a, b)
 
 
 def neg(input: Tensor) -> Tensor:
+    """``-input``."""
     return Neg.apply(input)
 
 
 def matmul(input: Tensor, other: Tensor) -> Tensor:
-    """Matrix product with NumPy/torch ``matmul`` semantics, batch dimensions broadcast."""
+    """Matrix product with NumPy/torch ``matmul`` semantics, batch dimensions broadcast.
+
+    Like torch, both operands must have the same dtype (no silent promotion of float32 to float64).
+    """
+    for name, x in (("input", input), ("other", other)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"matmul: {name} must be a Tensor, got {type(x).__name__}")
     if input.ndim == 0 or other.ndim == 0:
-        raise ValueError(f"matmul needs operands with at least 1 dimension, got shapes {input.shape} and {other.shape}")
+        raise ValueError(
+            f"matmul needs operands with at least 1 dimension, got shapes {input.shape} and {other.shape}"
+        )
+    if input.dtype != other.dtype:
+        raise TypeError(f"matmul: input and other must have the same dtype, got {input.dtype} and {other.dtype}")
     k_in = input.shape[-1]
     k_other = other.shape[0] if other.ndim == 1 else other.shape[-2]
     if k_in != k_other:
-        raise ValueError(f"matmul: input shape {input.shape} and other shape {other.shape} do not align ({k_in} != {k_other})")
+        raise ValueError(
+            f"matmul: input shape {input.shape} and other shape {other.shape} do not align ({k_in} != {k_other})"
+        )
     return MatMul.apply(input, other)
 
 
 def exp(input: Tensor) -> Tensor:
-    return Exp.apply(input)
+    """``e ** input``; integer input gives float32."""
+    return Exp.apply(_floating(input, "exp"))
 
 
 def log(input: Tensor) -> Tensor:
-    return Log.apply(input)
+    """Natural logarithm; integer input gives float32."""
+    return Log.apply(_floating(input, "log"))
 
 
 def sqrt(input: Tensor) -> Tensor:
-    return Sqrt.apply(input)
+    """Square root; integer input gives float32."""
+    return Sqrt.apply(_floating(input, "sqrt"))
 
 
 def abs(input: Tensor) -> Tensor:
+    """Absolute value; the gradient at 0 is 0, as in torch."""
     return Abs.apply(input)
 
 
 def clamp(input: Tensor, min=None, max=None) -> Tensor:
     """Clip to ``[min, max]``; the gradient passes where ``min <= input <= max`` (torch's convention)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"clamp: input must be a Tensor, got {type(input).__name__}")
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
+    for name, bound in (("min", min), ("max", max)):
+        if bound is not None:
+            _check_number(bound, "clamp", name)
+    if not _is_float(input) and any(isinstance(v, (float, np.floating)) for v in (min, max)):
+        # A float bound on an integer tensor gives a float32 result in torch, not a truncated bound.
+        input = cast(input, _DEFAULT_FLOAT)
     return Clamp.apply(input, min=min, max=max)
 
 
@@ -353,17 +435,21 @@ def where(condition: Tensor, input, other) -> Tensor:
         raise TypeError(f"where: condition must have dtype bool, got {condition.dtype}")
     like = first_tensor(input, other, condition)
     if not isinstance(input, Tensor) and not isinstance(other, Tensor):
-        like = Tensor(like.backend.asarray(0.0, dtype=np.float32), like.backend)
-    a, b = as_tensor_like(input, like, "input"), as_tensor_like(other, like, "other")
+        # Two scalars: torch's default dtypes (int64 for ints, float32 as soon as one is a float).
+        floating = any(isinstance(v, (float, np.floating)) for v in (input, other))
+        like = Tensor(like.backend.asarray(0, dtype=_DEFAULT_FLOAT if floating else np.int64), like.backend)
+    a, b = promote_floating(_operand(input, like, "input"), _operand(other, like, "other"))
     return Where.apply(condition, a, b)
 
 
 def maximum(input: Tensor, other: Tensor) -> Tensor:
+    """Element-wise maximum with broadcasting; ties split the gradient equally."""
     a, b = _binary_operands(input, other)
     return Maximum.apply(a, b)
 
 
 def minimum(input: Tensor, other: Tensor) -> Tensor:
+    """Element-wise minimum with broadcasting; ties split the gradient equally."""
     a, b = _binary_operands(input, other)
     return Minimum.apply(a, b)
 

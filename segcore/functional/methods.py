@@ -6,11 +6,33 @@ from ..autograd import Tensor
 from ..errors import BackendMismatchError
 from . import arithmetic as A
 from . import reduction as R
-from ._utils import as_tensor_like
+from . import shape as S
 
 
 def _reflected(op):
     return lambda self, other: op(other, self)
+
+
+def _reshape(self: Tensor, *shape) -> Tensor:
+    return S.reshape(self, S._varargs(shape))
+
+
+def _view(self: Tensor, *shape) -> Tensor:
+    return S.view(self, S._varargs(shape))
+
+
+def _permute(self: Tensor, *dims) -> Tensor:
+    return S.permute(self, S._varargs(dims))
+
+
+def _T(self: Tensor) -> Tensor:
+    """Transpose of a 2-D tensor (0-D and 1-D tensors are returned as they are)."""
+    if self.ndim > 2:
+        raise ValueError(
+            f".T reverses the dimensions of tensors with at most 2 dimensions, got shape {self.shape}; "
+            "use permute() or transpose(-2, -1)"
+        )
+    return S.transpose(self, 0, -1) if self.ndim == 2 else self
 
 
 def install() -> None:
@@ -37,6 +59,22 @@ def install() -> None:
     T.clamp = A.clamp
     T.sum = R.sum
     T.mean = R.mean
+    T.max = R.max
+    T.min = R.min
+    T.argmax = R.argmax
+    T.argmin = R.argmin
+    T.reshape = _reshape
+    T.view = _view
+    T.permute = _permute
+    T.transpose = S.transpose
+    T.flatten = S.flatten
+    T.squeeze = S.squeeze
+    T.unsqueeze = S.unsqueeze
+    T.split = S.split
+    T.expand = S.expand
+    T.broadcast_to = S.broadcast_to
+    T.T = property(_T)
+    T.__getitem__ = S.getitem
     # Comparisons are not differentiable: they return boolean tensors off the graph.
     for name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
         setattr(T, name, _comparison(name))
@@ -49,7 +87,8 @@ def _comparison(name: str):
             raise BackendMismatchError(
                 f"{name}: inputs live on two backends, {self.backend.name!r} and {other.backend.name!r}"
             )
-        other_data = as_tensor_like(other, self, "other").data
+        # Scalars follow the arithmetic ops' weak-scalar rule (and `mask == 2` must not compare with True).
+        other_data = A._operand(other, self, "other").data
         return Tensor(getattr(self.data, name)(other_data), self.backend)
 
     compare.__name__ = name
