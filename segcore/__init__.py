@@ -8,6 +8,8 @@
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import Backend, get_backend, get_default_backend, list_backends, set_default_backend
 from .errors import BackendMismatchError, BackendUnavailableError
+from .hookspecs import hookimpl
+from .registry import build, list_backbones, list_losses, list_models
 from . import functional, io, metrics, nn, optim
 from .io import load_state_dict, save_state_dict
 
@@ -19,13 +21,18 @@ __all__ = [
     "BackendUnavailableError",
     "Function",
     "Tensor",
+    "build",
     "enable_grad",
     "functional",
     "get_backend",
     "get_default_backend",
+    "hookimpl",
     "is_grad_enabled",
     "io",
+    "list_backbones",
     "list_backends",
+    "list_losses",
+    "list_models",
     "load_state_dict",
     "metrics",
     "nn",

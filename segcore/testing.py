@@ -2,16 +2,23 @@
 
 :func:`gradcheck` compares backprop with central differences in float64 along random directions (Chainer's
 ``check_backward``): two forward passes per direction, not two per element, so it scales to conv-sized
-inputs.
+inputs. The model-contract assertions let plugin authors check their own models with one call, and
+:func:`isolated_plugins` gives a test a clean plugin state.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import os
+from contextlib import contextmanager
+from importlib.metadata import EntryPoint
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .autograd import Tensor, no_grad
+
+if TYPE_CHECKING:
+    from .plugins import PluginManager
 
 __all__ = ["gradcheck", "GradcheckError"]
 
@@ -91,3 +98,341 @@ def gradcheck(
                 f"gradcheck failed (direction {d}): backprop gives {analytic!r}, "
                 f"central differences give {numeric!r} (|diff| = {abs(analytic - numeric):.3g})"
             )
+
+
+# -- segmentation model contract and plugin isolation -----------------------------------------------------
+# The contract of DESIGN.md ("Models"), checked the way ChainerCV's assert_is_semantic_segmentation_link
+# does, so plugin authors can test their own models with one call.
+
+__all__ += ["ModelContractError", "assert_is_semantic_segmentation_model", "assert_is_instance_segmentation_model"]
+
+
+class ModelContractError(AssertionError):
+    """A model breaks the segmentation model contract; the message says which part and what was seen."""
+
+
+class _Contract:
+    def __init__(self, task: str, model) -> None:
+        self.prefix = f"{type(model).__name__} breaks the {task} segmentation model contract"
+
+    def fail(self, part: str, message: str) -> None:
+        raise ModelContractError(f"{self.prefix}: {part}: {message}")
+
+    def call(self, part: str, fn: Callable, *args):
+        """``fn(*args)``; an exception becomes a contract failure of ``part`` (the original is chained)."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise ModelContractError(f"{self.prefix}: {part}: raised {type(exc).__name__}: {exc}") from exc
+
+
+def _check_contract_args(input_size, num_classes, rng) -> tuple[tuple[int, int, int, int], np.random.Generator]:
+    size = tuple(input_size) if isinstance(input_size, (tuple, list)) else None
+    if size is None or len(size) != 4 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in size):
+        raise ValueError(f"input_size must be four positive ints (N, C, H, W), got {input_size!r}")
+    if num_classes is not None and (not isinstance(num_classes, (int, np.integer)) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    return tuple(int(n) for n in size), (np.random.default_rng(0) if rng is None else rng)
+
+
+def _contract_parameters(contract: _Contract, model) -> list:
+    from .nn import Module
+
+    if not isinstance(model, Module):
+        contract.fail("type", f"expected a segcore.nn.Module, got {type(model).__name__}")
+    for method in ("losses", "predict"):
+        if not callable(getattr(model, method, None)):
+            contract.fail(method, f"the model has no {method}() method")
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        contract.fail("parameters", "the model has no trainable parameters")
+    return params
+
+
+@contextmanager
+def _model_state_kept(model):
+    """Restore ``model``'s training mode and buffers (BatchNorm running statistics) and clear gradients."""
+    was_training = model.training
+    buffers = [(b, b.data.copy()) for _, b in model.named_buffers()]
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for buffer, data in buffers:
+            buffer.data = data
+        for p in model.parameters():
+            p.grad = None
+
+
+def _check_losses(contract: _Contract, model, params: list, images: Tensor, targets) -> None:
+    for _, p in params:
+        p.grad = None
+    losses = contract.call("losses(images, targets)", model.losses, images, targets)
+    if not isinstance(losses, dict) or not losses:
+        contract.fail("losses(images, targets)", f"must return a non-empty dict[str, Tensor], got {losses!r:.200}")
+    total = None
+    for key, value in losses.items():
+        where = f"losses(images, targets)[{key!r}]"
+        if not isinstance(key, str):
+            contract.fail("losses(images, targets)", f"keys must be str, got {type(key).__name__} {key!r}")
+        if not isinstance(value, Tensor):
+            contract.fail(where, f"must be a segcore Tensor, got {type(value).__name__}")
+        if value.shape != ():
+            contract.fail(where, f"must be a scalar tensor (shape ()), got shape {value.shape}")
+        if np.dtype(value.dtype).kind != "f":
+            contract.fail(where, f"must be floating point, got dtype {value.dtype}")
+        if not value.requires_grad:
+            contract.fail(where, "does not require grad: it is not connected to the parameters (no_grad or detach?)")
+        if not np.isfinite(value.item()):
+            contract.fail(where, f"must be finite, got {value.item()}")
+        total = value if total is None else total + value
+    contract.call("losses backward", total.backward)
+    reached = []
+    for name, p in params:
+        if p.grad is None:
+            continue
+        grad = p.grad.numpy()
+        if grad.shape != p.shape:
+            contract.fail("losses backward", f"gradient of {name!r} has shape {grad.shape}, parameter has {p.shape}")
+        if not np.all(np.isfinite(grad)):
+            contract.fail("losses backward", f"gradient of {name!r} is not finite")
+        if np.any(grad != 0):
+            reached.append(name)
+    if not reached:
+        contract.fail(
+            "losses backward",
+            "the summed losses do not backpropagate into any parameter (all gradients are None or zero)",
+        )
+
+
+def _check_predict_list(contract: _Contract, results, n: int) -> None:
+    if not isinstance(results, (list, tuple)):
+        contract.fail(
+            "predict(images)", f"must return a list with one result per image, got {type(results).__name__}"
+        )
+    if len(results) != n:
+        contract.fail("predict(images)", f"returned {len(results)} results for {n} images")
+
+
+def _array(contract: _Contract, where: str, value, kinds: str, shape: tuple) -> np.ndarray:
+    """Check a NumPy result: dtype kind in ``kinds``, shape matching ``shape`` (``None`` = any size)."""
+    names = {"b": "bool", "i": "integer", "u": "integer", "f": "floating-point"}
+    if not isinstance(value, np.ndarray):
+        contract.fail(where, f"must be a NumPy array, got {type(value).__name__}")
+    if value.dtype.kind not in kinds:
+        wanted = " or ".join(dict.fromkeys(names[k] for k in kinds))
+        contract.fail(where, f"dtype must be {wanted}, got {value.dtype}")
+    if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+        expected = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+        contract.fail(where, f"must have shape {expected}, got {value.shape}")
+    return value
+
+
+def assert_is_semantic_segmentation_model(
+    model,
+    *,
+    num_classes: int | None = None,
+    input_size: Sequence[int] = (2, 3, 32, 32),
+    rng: np.random.Generator | None = None,
+) -> None:
+    """Check that ``model`` follows the semantic segmentation model contract.
+
+    On random float32 images of ``input_size`` (on the model's backend):
+
+    * ``model(images)`` (eval mode) returns finite floating logits ``(N, K, H, W)`` at input resolution,
+      ``K == num_classes`` when given;
+    * ``model.losses(images, targets)`` (train mode; targets ``(N, H, W)`` int64 in ``[0, K)`` with some
+      pixels 255 = ignore) returns a non-empty ``dict[str, Tensor]`` of finite scalar tensors that require
+      grad, and their sum backpropagates into the parameters;
+    * ``model.predict(images)`` (eval mode) returns ``N`` NumPy integer label maps ``(H, W)`` in ``[0, K)``.
+
+    The model's training mode and buffers (BatchNorm statistics) are restored and its gradients cleared
+    afterwards. Raises :class:`ModelContractError` naming the part of the contract that failed and what
+    was seen.
+    """
+    from .autograd import tensor
+
+    (n, c, h, w), rng = _check_contract_args(input_size, num_classes, rng)
+    contract = _Contract("semantic", model)
+    params = _contract_parameters(contract, model)
+    backend = params[0][1].backend
+    images = tensor(rng.standard_normal((n, c, h, w)).astype(np.float32), backend=backend)
+    with _model_state_kept(model):
+        model.eval()
+        where = f"forward(images of shape {images.shape})"
+        with no_grad():
+            logits = contract.call(where, model, images)
+        if not isinstance(logits, Tensor):
+            contract.fail(where, f"must return a logits Tensor, got {type(logits).__name__}")
+        k = num_classes if num_classes is not None else (logits.shape[1] if logits.ndim == 4 else 0)
+        if logits.ndim != 4 or logits.shape != (n, k, h, w) or k < 1:
+            expected = f"({n}, {num_classes if num_classes is not None else 'K >= 1'}, {h}, {w})"
+            contract.fail(where, f"must return logits of shape (N, K, H, W) = {expected}, got {logits.shape}")
+        if np.dtype(logits.dtype).kind != "f" or not np.all(np.isfinite(logits.numpy())):
+            contract.fail(where, f"must return finite floating logits, got dtype {logits.dtype}")
+
+        model.train()
+        labels = rng.integers(0, k, size=(n, h, w))
+        labels[rng.random((n, h, w)) < 0.1] = 255
+        _check_losses(contract, model, params, images, tensor(labels.astype(np.int64), backend=backend))
+
+        model.eval()
+        results = contract.call("predict(images)", model.predict, images)
+        _check_predict_list(contract, results, n)
+        for i, label_map in enumerate(results):
+            where = f"predict(images)[{i}]"
+            _array(contract, where, label_map, "iu", (h, w))
+            if label_map.size and (label_map.min() < 0 or label_map.max() >= k):
+                contract.fail(
+                    where, f"labels must lie in [0, {k}), got values in [{label_map.min()}, {label_map.max()}]"
+                )
+
+
+def _instance_targets(rng: np.random.Generator, n: int, h: int, w: int, k: int, backend) -> list[dict]:
+    """One or two random boxes per image with filled-box masks and labels in [1, K) (0 is background)."""
+    from .autograd import tensor
+
+    targets = []
+    for _ in range(n):
+        r = int(rng.integers(1, 3))
+        boxes = np.zeros((r, 4), dtype=np.float32)
+        masks = np.zeros((r, h, w), dtype=np.uint8)
+        for j in range(r):
+            bw = int(rng.integers(max(1, w // 4), max(1, w // 2) + 1))
+            bh = int(rng.integers(max(1, h // 4), max(1, h // 2) + 1))
+            x1, y1 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+            boxes[j] = (x1, y1, x1 + bw, y1 + bh)
+            masks[j, y1 : y1 + bh, x1 : x1 + bw] = 1
+        labels = rng.integers(1, max(k, 2), size=r).astype(np.int64)
+        targets.append(
+            {
+                "boxes": tensor(boxes, backend=backend),
+                "labels": tensor(labels, backend=backend),
+                "masks": tensor(masks, backend=backend),
+            }
+        )
+    return targets
+
+
+def assert_is_instance_segmentation_model(
+    model,
+    *,
+    num_classes: int | None = None,
+    input_size: Sequence[int] = (2, 3, 32, 32),
+    rng: np.random.Generator | None = None,
+) -> None:
+    """Check that ``model`` follows the instance segmentation model contract.
+
+    On random float32 images of ``input_size``:
+
+    * ``model.losses(images, targets)`` (train mode; torchvision-style targets: one dict per image with
+      ``boxes (R, 4)`` float32 xyxy, ``labels (R,)`` int64 in ``[1, K)`` and ``masks (R, H, W)`` uint8
+      Tensors) returns a non-empty ``dict[str, Tensor]`` of finite scalar tensors that require grad, and
+      their sum backpropagates into the parameters;
+    * ``model.predict(images)`` (eval mode) returns ``N`` dicts of NumPy arrays: ``boxes (R, 4)`` float
+      xyxy with ``x1 <= x2`` and ``y1 <= y2``, ``labels (R,)`` int (in ``[0, K)`` when ``K`` is known),
+      ``scores (R,)`` float, ``masks (R, H, W)`` bool.
+
+    ``K`` is ``num_classes``, else the model's ``num_classes`` attribute, else 2 (background counted).
+    ``forward``'s raw output is not constrained for instance models. Raises :class:`ModelContractError`.
+    """
+    (n, c, h, w), rng = _check_contract_args(input_size, num_classes, rng)
+    contract = _Contract("instance", model)
+    params = _contract_parameters(contract, model)
+    backend = params[0][1].backend
+    known_k = num_classes if num_classes is not None else getattr(model, "num_classes", None)
+    if known_k is not None and (not isinstance(known_k, (int, np.integer)) or known_k < 1):
+        known_k = None
+    from .autograd import tensor
+
+    images = tensor(rng.standard_normal((n, c, h, w)).astype(np.float32), backend=backend)
+    with _model_state_kept(model):
+        model.train()
+        _check_losses(contract, model, params, images, _instance_targets(rng, n, h, w, known_k or 2, backend))
+
+        model.eval()
+        results = contract.call("predict(images)", model.predict, images)
+        _check_predict_list(contract, results, n)
+        for i, result in enumerate(results):
+            where = f"predict(images)[{i}]"
+            if not isinstance(result, dict):
+                contract.fail(
+                    where, f"must be a dict with boxes, labels, scores and masks, got {type(result).__name__}"
+                )
+            missing = [key for key in ("boxes", "labels", "scores", "masks") if key not in result]
+            if missing:
+                contract.fail(where, f"is missing key(s) {', '.join(map(repr, missing))}; got keys {sorted(result)}")
+            boxes = _array(contract, f"{where}['boxes']", result["boxes"], "f", (None, 4))
+            r = boxes.shape[0]
+            labels = _array(contract, f"{where}['labels']", result["labels"], "iu", (r,))
+            scores = _array(contract, f"{where}['scores']", result["scores"], "f", (r,))
+            _array(contract, f"{where}['masks']", result["masks"], "b", (r, h, w))
+            if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
+                contract.fail(where, "boxes and scores must be finite")
+            inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+            if np.any(inverted):
+                contract.fail(
+                    f"{where}['boxes']",
+                    f"must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2, got {boxes[inverted][0].tolist()}",
+                )
+            upper = "K" if known_k is None else known_k
+            if r and (labels.min() < 0 or (known_k is not None and labels.max() >= known_k)):
+                contract.fail(
+                    f"{where}['labels']", f"must lie in [0, {upper}), got values in [{labels.min()}, {labels.max()}]"
+                )
+
+
+# -- plugins in tests -------------------------------------------------------------------------------------
+
+__all__ += ["isolated_plugins"]
+
+_PLUGIN_ENV = ("SEGCORE_PLUGINS", "SEGCORE_STRICT_PLUGINS", "SEGCORE_DISABLE_PLUGIN_AUTOLOAD")
+
+
+@contextmanager
+def isolated_plugins(
+    entry_points: Iterable[EntryPoint] | None = None, *, env: Mapping[str, str] | None = None
+) -> Iterator[PluginManager]:
+    """Run a block (a test) against a clean plugin state, restored afterwards.
+
+    Inside the block the process-wide :data:`segcore.plugins.manager` has only its built-in plugins
+    loaded; installed plugins load lazily as usual, from ``entry_points`` instead of the installed ones
+    when given (``importlib.metadata.EntryPoint(name, "module", "segcore")`` objects). The ``SEGCORE_*``
+    plugin variables are unset except those in ``env``. On exit plugins registered with
+    ``manager.register`` are removed, the variables and entry points are restored, and the next use
+    reloads the installed plugins.
+
+    Yields
+    ------
+    segcore.plugins.PluginManager
+        The manager, for ``register(plugin, name)`` / ``unregister(name)`` / ``plugins()``.
+    """
+    from . import plugins
+
+    env = dict(env or {})
+    unknown = sorted(set(env) - set(_PLUGIN_ENV))
+    if unknown:
+        raise ValueError(f"env may only set {', '.join(_PLUGIN_ENV)}; got {', '.join(unknown)}")
+    saved_env = {name: os.environ.get(name) for name in _PLUGIN_ENV}
+    saved_entry_points = plugins.installed_entry_points
+    if entry_points is not None:
+        fixed = list(entry_points)
+        plugins.installed_entry_points = lambda group=plugins.ENTRY_POINT_GROUP: [
+            ep for ep in fixed if ep.group == group
+        ]
+    try:
+        for name in _PLUGIN_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(env)
+        plugins.manager.reset()
+        yield plugins.manager
+    finally:
+        plugins.installed_entry_points = saved_entry_points
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        plugins.manager.reset()
