@@ -7,7 +7,7 @@ disabled.
 from __future__ import annotations
 
 from .backend import NUMPY_BACKEND
-from .hookspecs import RegisterBackbone, RegisterBackend, RegisterModel, hookimpl
+from .hookspecs import RegisterBackbone, RegisterBackend, RegisterLoss, RegisterModel, hookimpl
 
 
 @hookimpl
@@ -30,3 +30,11 @@ def segcore_register_models(register: RegisterModel) -> None:
 
     for name, (factory, task) in builtin_models().items():
         register(name, factory, task=task)
+
+
+@hookimpl
+def segcore_register_losses(register: RegisterLoss) -> None:
+    from .losses import LOSSES
+
+    for name, factory in LOSSES.items():
+        register(name, factory)
