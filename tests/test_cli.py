@@ -8,6 +8,8 @@ import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 
+from segcore.models import builtin_models
+
 import segcore
 import segcore.nn as nn
 from segcore.backend import Backend
@@ -68,10 +70,17 @@ def test_models_lists_name_task_plugin_and_description(demo, capsys):
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "TASK", "PLUGIN", "DESCRIPTION"]
-    assert lines[1].split() == ["demo_fcn", "semantic", "demo", "A", "one-layer", "test", "model."]
-    assert lines[2].split() == ["demo_maskrcnn", "instance", "demo", "Instance", "demo."]
+    # Built-in models are listed too; the rows of the test plugin keep their exact form.
+    rows = [line.split() for line in lines[1:]]
+    plugin_rows = [row for row in rows if row[2] != "segcore.builtin_plugin"]
+    assert plugin_rows[0] == ["demo_fcn", "semantic", "demo", "A", "one-layer", "test", "model."]
+    assert plugin_rows[1] == ["demo_maskrcnn", "instance", "demo", "Instance", "demo."]
+    assert len(plugin_rows) == 2
+    assert {row[0] for row in rows if row[2] == "segcore.builtin_plugin"} == set(builtin_models())
     code, out, _ = run(capsys, "models", "--task", "instance")
-    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["NAME", "demo_maskrcnn"]
+    instance_rows = [line.split() for line in out.splitlines()[1:]]
+    assert code == 0 and [row[0] for row in instance_rows if row[2] == "demo"] == ["demo_maskrcnn"]
+    assert all(row[1] == "instance" for row in instance_rows)
 
 
 def test_models_with_an_invalid_task_is_a_usage_error(demo, capsys):

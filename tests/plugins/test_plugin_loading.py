@@ -22,8 +22,28 @@ def statuses(manager) -> dict[str, tuple[str, str | None]]:
     return {info.name: (info.status, info.error) for info in manager.plugins()}
 
 
+#: The provider of everything segcore registers itself (the model zoo, the losses, the numpy backend).
+BUILTIN = "segcore.builtin_plugin"
+
+
 def model_names(task=None) -> dict[str, str]:
-    return {spec.name: spec.provider for spec in list_models(task)}
+    """name -> provider of the models from plugins other than the built-in one (what these tests install)."""
+    return {spec.name: spec.provider for spec in list_models(task) if spec.provider != BUILTIN}
+
+
+def builtin_model_names(task=None) -> set[str]:
+    """The names of the listed models the built-in plugin provides."""
+    return {spec.name for spec in list_models(task) if spec.provider == BUILTIN}
+
+
+def assert_builtins_listed() -> None:
+    """The built-in model zoo, backbones and losses are all listed, provided by the built-in plugin."""
+    from segcore.losses import LOSSES
+    from segcore.models import builtin_backbones, builtin_models
+
+    assert builtin_model_names() == set(builtin_models()) != set()
+    assert {s.name for s in list_backbones() if s.provider == BUILTIN} == set(builtin_backbones()) != set()
+    assert {s.name for s in list_losses() if s.provider == BUILTIN} == set(LOSSES) != set()
 
 
 class ModelsPlugin:
@@ -58,10 +78,15 @@ def test_entry_points_are_listed_without_import_and_loaded_on_first_use(entry_po
         assert model_names() == {"tiny_fcn": "good", "tiny_instance": "good"}
         assert "segcore_test_good_plugin" in sys.modules
         assert statuses(manager)["good"] == ("loaded", None)
-        assert [(s.name, s.provider) for s in list_backbones()] == [("tiny_backbone", "good")]
-        assert [(s.name, s.provider) for s in list_losses()] == [("tiny_cross_entropy", "good")]
+        assert [(s.name, s.provider) for s in list_backbones() if s.provider != BUILTIN] == [("tiny_backbone", "good")]
+        assert [(s.name, s.provider) for s in list_losses() if s.provider != BUILTIN] == [
+            ("tiny_cross_entropy", "good")
+        ]
         assert model_names("instance") == {"tiny_instance": "good"}
-        assert list_models("semantic")[0].description == "A 1x1-conv semantic segmentation model."
+        semantic = {s.name: s for s in list_models("semantic")}
+        assert semantic["tiny_fcn"].description == "A 1x1-conv semantic segmentation model."
+        assert "tiny_instance" not in semantic
+        assert_builtins_listed()
 
 
 def test_plugin_failing_on_import_warns_once_naming_it_and_the_rest_works(entry_point):
@@ -70,6 +95,7 @@ def test_plugin_failing_on_import_warns_once_naming_it_and_the_rest_works(entry_
         with pytest.warns(PluginWarning) as record:
             names = model_names()
         assert names == {"tiny_fcn": "good", "tiny_instance": "good"}
+        assert_builtins_listed()
         messages = [str(w.message) for w in record if issubclass(w.category, PluginWarning)]
         assert len(messages) == 1
         assert "'broken'" in messages[0]
@@ -106,6 +132,7 @@ def test_allow_list_loads_only_the_named_plugins(entry_point):
     eps = [entry_point("good", "segcore_test_good_plugin"), entry_point("other", "segcore_test_other_plugin")]
     with isolated_plugins(eps, env={"SEGCORE_PLUGINS": "other"}) as manager:
         assert model_names() == {"other_fcn": "other"}
+        assert_builtins_listed()  # the allow-list is about installed plugins; built-ins cannot be left out
         assert statuses(manager)["good"] == ("disabled", "not in SEGCORE_PLUGINS")
         assert "segcore_test_good_plugin" not in sys.modules
 
@@ -114,11 +141,13 @@ def test_allow_list_naming_a_missing_plugin_warns_with_a_suggestion(entry_point)
     with isolated_plugins([entry_point("good", "segcore_test_good_plugin")], env={"SEGCORE_PLUGINS": "godo"}):
         with pytest.warns(PluginWarning, match="'godo', which is not installed.*did you mean 'good'"):
             assert model_names() == {}
+        assert_builtins_listed()
 
 
 def test_empty_allow_list_loads_no_installed_plugin(entry_point):
     with isolated_plugins([entry_point("good", "segcore_test_good_plugin")], env={"SEGCORE_PLUGINS": ""}) as manager:
         assert model_names() == {}
+        assert_builtins_listed()
         assert statuses(manager)["good"][0] == "disabled"
 
 
@@ -127,6 +156,8 @@ def test_disable_autoload_loads_only_builtins_and_runtime_plugins(entry_point):
     with isolated_plugins([entry_point("good", "segcore_test_good_plugin")], env=env) as manager:
         manager.register(ModelsPlugin("runtime_fcn"), "runtime")
         assert model_names() == {"runtime_fcn": "runtime"}
+        assert_builtins_listed()
+        assert {s.provider for s in list_models()} == {BUILTIN, "runtime"}
         assert statuses(manager)["good"] == ("disabled", "SEGCORE_DISABLE_PLUGIN_AUTOLOAD is set")
         assert statuses(manager)["segcore.builtin_plugin"][0] == "loaded"
         assert "segcore_test_good_plugin" not in sys.modules
@@ -141,7 +172,23 @@ def test_duplicate_model_name_is_an_error_naming_both_plugins():
             names = model_names()
         # The first registration stands, and the second plugin is rolled back entirely (no half plugin).
         assert names == {"shared_name": "first"}
+        assert "second_only" not in {s.name for s in list_models()}
         assert statuses(manager)["second"][0] == "failed"
+
+
+def test_plugin_reusing_a_builtin_model_name_fails_and_the_builtin_stands():
+    from segcore.models import builtin_models
+
+    taken = sorted(builtin_models())[0]
+    with isolated_plugins([]) as manager:
+        manager.register(ModelsPlugin("own_fcn", taken), "squatter")
+        match = f"model {taken!r} is registered twice: by plugin {BUILTIN!r} and by plugin 'squatter'"
+        with pytest.warns(PluginWarning, match=match):
+            names = model_names()
+        assert names == {}
+        assert {s.name: s.provider for s in list_models()}[taken] == BUILTIN
+        assert_builtins_listed()
+        assert statuses(manager)["squatter"][0] == "failed"
 
 
 def test_duplicate_model_name_in_strict_mode_raises_naming_both():
@@ -200,6 +247,7 @@ def test_invalid_registration_fails_the_plugin_with_the_reason():
         manager.register(BadTask(), "badtask")
         with pytest.warns(PluginWarning, match="task must be one of 'semantic', 'instance', got 'panoptic'"):
             assert model_names() == {}
+        assert "fine" not in {s.name for s in list_models()}  # rolled back with the rest of the plugin
 
 
 def test_runtime_plugin_registered_after_loading_is_loaded_at_once_and_unregistered_cleanly():

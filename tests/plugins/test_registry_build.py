@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 
 import segcore
+from segcore import plugins
 from segcore.backend import Backend
 from segcore.errors import BackendUnavailableError
 from segcore.hookspecs import hookimpl
 from segcore.plugins import PluginWarning
 from segcore.registry import build, build_backbone, build_loss, list_models, suggest
 from segcore.testing import isolated_plugins
+
+#: The provider of everything segcore registers itself (the model zoo, the losses, the numpy backend).
+BUILTIN = "segcore.builtin_plugin"
 
 
 @pytest.fixture
@@ -68,7 +74,13 @@ def test_unknown_model_name_suggests_close_names_and_lists_all(tiny_plugins):
         build("tiny_fnc")
     message = str(err.value)
     assert "unknown model 'tiny_fnc'. Did you mean 'tiny_fcn'" in message
-    assert "Available models: tiny_fcn, tiny_instance." in message
+    listed = re.search(r"Available models: (.*?)\.$", message)
+    assert listed, message
+    # Every registered model, sorted: the plugin's and the built-in ones.
+    assert listed.group(1).split(", ") == [s.name for s in list_models()]
+    assert {"tiny_fcn", "tiny_instance"} <= set(listed.group(1).split(", "))
+    assert {s.provider for s in list_models()} == {BUILTIN, "good"}
+    assert "Plugins that failed to load" not in message
 
 
 def test_suggestions_include_names_containing_the_query():
@@ -80,8 +92,27 @@ def test_unknown_name_mentions_plugins_that_failed(entry_point):
     eps = [entry_point("broken", "segcore_test_broken_plugin")]
     with isolated_plugins(eps):
         with pytest.warns(PluginWarning):
-            with pytest.raises(ValueError, match="No models are registered.*failed to load: broken.*segcore plugins"):
+            with pytest.raises(ValueError) as err:
                 build("anything")
+    message = str(err.value)
+    assert message.startswith("unknown model 'anything'. Available models: ")
+    assert "(Plugins that failed to load: broken; run `segcore plugins` to see why.)" in message
+
+
+def test_unknown_name_with_no_models_at_all_says_so_and_mentions_plugins_that_failed(entry_point, monkeypatch):
+    # The built-in plugin always registers models, so only a manager without built-ins reaches this message.
+    monkeypatch.setattr(plugins, "manager", plugins.PluginManager(default_plugins=()))
+    eps = [entry_point("broken", "segcore_test_broken_plugin")]
+    with isolated_plugins(eps) as manager:
+        assert manager is plugins.manager
+        with pytest.warns(PluginWarning):
+            with pytest.raises(ValueError) as err:
+                build("anything")
+        assert list_models() == []
+    assert str(err.value) == (
+        "unknown model 'anything'. No models are registered. "
+        "(Plugins that failed to load: broken; run `segcore plugins` to see why.)"
+    )
 
 
 def test_unavailable_backend_says_why_and_how_to_install(tiny_plugins):
@@ -129,8 +160,21 @@ def test_missing_required_keyword_is_reported():
 
 
 def test_list_models_filters_by_task_and_validates_it(tiny_plugins):
-    assert [(s.name, s.task, s.provider) for s in list_models("instance")] == [("tiny_instance", "instance", "good")]
-    assert [s.name for s in list_models()] == ["tiny_fcn", "tiny_instance"]
+    from segcore.models import builtin_models
+
+    def listed(task=None):
+        return [(s.name, s.task, s.provider) for s in list_models(task)]
+
+    for task in (None, "semantic", "instance"):
+        builtins = sorted((n, t, BUILTIN) for n, (_, t) in builtin_models().items() if task in (None, t))
+        assert [entry for entry in listed(task) if entry[2] == BUILTIN] == builtins
+    assert [entry for entry in listed("instance") if entry[2] != BUILTIN] == [("tiny_instance", "instance", "good")]
+    assert [entry for entry in listed("semantic") if entry[2] != BUILTIN] == [("tiny_fcn", "semantic", "good")]
+    assert [entry for entry in listed() if entry[2] != BUILTIN] == [
+        ("tiny_fcn", "semantic", "good"),
+        ("tiny_instance", "instance", "good"),
+    ]
+    assert [s.name for s in list_models()] == sorted(s.name for s in list_models())
     with pytest.raises(ValueError, match="task must be one of 'semantic', 'instance' or None, got 'panoptic'"):
         list_models("panoptic")
 
@@ -144,8 +188,11 @@ def test_build_backbone_and_loss(tiny_plugins):
     logits = segcore.tensor(np.zeros((1, 2, 1, 2), dtype=np.float32))
     value = loss(logits, segcore.tensor(np.array([[[0, 255]]])))
     assert value.item() == pytest.approx(np.log(2.0))
-    with pytest.raises(ValueError, match="unknown loss 'dice'"):
-        build_loss("dice")
+    # "dice" is a built-in loss now: an unknown name must be one nobody registers.
+    with pytest.raises(ValueError, match="unknown loss 'tiny_cross_entropi'. Did you mean 'tiny_cross_entropy'"):
+        build_loss("tiny_cross_entropi")
+    with pytest.raises(ValueError, match="unknown backbone 'tiny_backbon'. Did you mean 'tiny_backbone'"):
+        build_backbone("tiny_backbon")
 
 
 def test_registration_rejects_bad_names():
@@ -157,4 +204,7 @@ def test_registration_rejects_bad_names():
     with isolated_plugins([]) as manager:
         manager.register(BadName(), "badname")
         with pytest.warns(PluginWarning, match="model name must be a non-empty string.*got 'has space'"):
-            assert list_models() == []
+            models = list_models()
+        assert {s.provider for s in models} == {BUILTIN}  # the built-ins, and nothing from 'badname'
+        assert "has space" not in {s.name for s in models}
+        assert {info.name: info.status for info in manager.plugins()}["badname"] == "failed"
