@@ -10,7 +10,7 @@ from .backend import Backend, get_backend, get_default_backend, list_backends, s
 from .errors import BackendMismatchError, BackendUnavailableError
 from .hookspecs import hookimpl
 from .registry import build, list_backbones, list_losses, list_models
-from . import functional, io, losses, metrics, nn, optim
+from . import crf, functional, io, losses, metrics, nn, optim
 from .io import load_state_dict, save_state_dict
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __all__ = [
     "Function",
     "Tensor",
     "build",
+    "crf",
     "enable_grad",
     "functional",
     "get_backend",

@@ -21,6 +21,7 @@ from .activation import (
 )
 from .container import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d, ConvTranspose2d
+from .crf import DenseCRF
 from .dropout import Dropout, Dropout2d
 from .linear import Flatten, Identity, Linear
 from .module import IncompatibleKeys, Module
@@ -36,6 +37,7 @@ __all__ = [
     "BatchNorm2d",
     "Conv2d",
     "ConvTranspose2d",
+    "DenseCRF",
     "Dropout",
     "Dropout2d",
     "ELU",
