@@ -10,7 +10,7 @@ from .backend import Backend, get_backend, get_default_backend, list_backends, s
 from .errors import BackendMismatchError, BackendUnavailableError
 from .hookspecs import hookimpl
 from .registry import build, list_backbones, list_losses, list_models
-from . import crf, functional, io, losses, metrics, nn, optim
+from . import crf, functional, io, losses, metrics, nn, ops, optim
 from .io import load_state_dict, save_state_dict
 
 __version__ = "0.1.0"
@@ -38,6 +38,7 @@ __all__ = [
     "losses",
     "metrics",
     "nn",
+    "ops",
     "optim",
     "save_state_dict",
     "no_grad",

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Callable
 
 # One module per kernel family; each defines KERNELS = {name: function}.
-FAMILIES = ("conv", "pool", "resample", "norm", "special")
+FAMILIES = ("conv", "pool", "resample", "norm", "special", "roi", "nms", "crf")
 
 
 @lru_cache(maxsize=None)
