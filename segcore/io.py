@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 import safetensors.numpy
@@ -18,7 +18,7 @@ import safetensors.numpy
 from .autograd import Tensor
 from .backend import Backend, get_backend
 
-__all__ = ["save_state_dict", "load_state_dict", "save", "load"]
+__all__ = ["atomic_write", "save_state_dict", "load_state_dict", "save", "load"]
 
 
 def _check_path(path: Any) -> str:
@@ -81,10 +81,28 @@ def save_state_dict(
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot save state dict to {path!r}: it is a directory")
     payload = safetensors.numpy.save(arrays, metadata=dict(metadata) if metadata is not None else None)
+    atomic_write(path, lambda handle: _write_bytes(handle, payload))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through ``write(handle)`` into a temporary file beside ``path``, then ``os.replace`` it.
+
+    ``path`` is afterwards either the complete new file or untouched (the previous file, or nothing); on any
+    failure, including KeyboardInterrupt, the temporary file is removed. Every file segcore writes
+    (checkpoints, predictions, overlays, benchmark results) goes through here.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            _write_bytes(handle, payload)
+            write(handle)
             handle.flush()
             # Data must be on disk before the rename, or a crash could leave a complete-looking empty file.
             os.fsync(handle.fileno())
