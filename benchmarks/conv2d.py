@@ -15,7 +15,6 @@ Times are the median of ``--repeat`` runs after one warm-up. Prints a table and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -28,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from segcore.io import save_json  # noqa: E402
 import segcore  # noqa: E402
 import segcore.functional as F  # noqa: E402
-from segcore.io import atomic_write  # noqa: E402
 
 try:
     import torch
@@ -142,10 +141,6 @@ def blas_info() -> list[dict] | None:
     return [{k: lib.get(k) for k in keys} for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = (json.dumps(payload, indent=2) + "\n").encode()
-    atomic_write(path, lambda handle: handle.write(text))
 
 
 def print_table(rows: list[dict], have_torch: bool) -> None:
@@ -213,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "layers": rows,
     }
-    write_json_atomic(args.output, payload)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_json(args.output, payload)
     print(f"wrote {args.output}")
     return 0
 

@@ -17,12 +17,10 @@ how closely the two agree (argmax agreement, largest marginal difference). Print
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from segcore.io import save_json  # noqa: E402
 from segcore.backend import get_backend  # noqa: E402
 from segcore.crf import DEFAULTS, dense_crf  # noqa: E402
 from segcore.nn.crf import PairwiseFilter, pairwise_features  # noqa: E402
@@ -72,17 +71,6 @@ def median_time(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"ratio_to_pydensecrf": TARGET_RATIO_TO_PYDENSECRF},
         "result": result,
     }
-    write_json_atomic(args.output, payload)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_json(args.output, payload)
     print(f"wrote {args.output}")
     return 0
 

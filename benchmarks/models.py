@@ -13,7 +13,6 @@ Prints a table and writes ``benchmarks/results/models.json`` atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import segcore  # noqa: E402
-from segcore.io import atomic_write  # noqa: E402
+from segcore.io import save_json  # noqa: E402
 
 # The paper's data set where it was not VOC: U-Net (ISBI cell tracking, 2 classes), SegNet (CamVid, 11).
 PAPER_KWARGS: dict[str, dict] = {
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.output, lambda handle: handle.write(json.dumps(payload, indent=2).encode()))
+    save_json(args.output, payload)
     print(f"wrote {args.output}")
 
 

@@ -22,12 +22,10 @@ jobs, a thread pool that oversubscribes the cores can be much slower than one th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from segcore.io import save_json  # noqa: E402
 import segcore  # noqa: E402
 import segcore.ops as ops  # noqa: E402
 
@@ -136,17 +135,6 @@ def blas_info() -> list[dict] | None:
     return [{k: lib.get(k) for k in keys} for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def print_table(row: dict) -> None:
@@ -213,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "target": {"ratio_to_torchvision": TARGET_RATIO},
         "result": row,
     }
-    write_json_atomic(args.output, payload)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_json(args.output, payload)
     print(f"wrote {args.output}")
     return 0
 

@@ -7,6 +7,7 @@ here opens with ``safetensors.torch.load_file`` and a torch checkpoint converted
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections import OrderedDict
@@ -18,7 +19,7 @@ import safetensors.numpy
 from .autograd import Tensor
 from .backend import Backend, get_backend
 
-__all__ = ["atomic_write", "save_state_dict", "load_state_dict", "save", "load"]
+__all__ = ["atomic_write", "save_json", "save_state_dict", "load_state_dict", "save", "load"]
 
 
 def _check_path(path: Any) -> str:
@@ -82,6 +83,12 @@ def save_state_dict(
         raise IsADirectoryError(f"cannot save state dict to {path!r}: it is a directory")
     payload = safetensors.numpy.save(arrays, metadata=dict(metadata) if metadata is not None else None)
     atomic_write(path, lambda handle: _write_bytes(handle, payload))
+
+
+def save_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
+    text = json.dumps(payload, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:

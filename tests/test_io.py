@@ -187,3 +187,18 @@ def test_save_accepts_module_or_mapping(tmp_path):
     io.save(net.state_dict(), tmp_path / "b.safetensors")
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     assert io.load is io.load_state_dict
+
+
+def test_save_json_writes_complete_file_and_leaves_nothing_on_failure(tmp_path):
+    import json
+
+    from segcore.io import save_json
+
+    target = tmp_path / "result.json"
+    save_json(target, {"a": [1, 2.5], "b": "x"})
+    assert json.loads(target.read_text()) == {"a": [1, 2.5], "b": "x"}
+    with pytest.raises(TypeError):
+        save_json(target, {"not serialisable": object()})
+    # The failed write left the previous file intact and no temporary behind.
+    assert json.loads(target.read_text()) == {"a": [1, 2.5], "b": "x"}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
