@@ -436,3 +436,335 @@ def isolated_plugins(
             else:
                 os.environ[name] = value
         plugins.manager.reset()
+
+
+# -- every backend against the reference ------------------------------------------------------------------------
+# Differential testing (tinygrad's idea): the NumPy backend defines the semantics, and every other registered
+# backend must give the same kernel outputs. Tests parametrise over backend_params(), so a newly installed
+# backend joins every such test without editing it, and one that cannot run here is skipped with its reason.
+
+__all__ += [
+    "BackendMismatchError",
+    "TOLERANCES",
+    "tolerance",
+    "available_backends",
+    "backend_params",
+    "run_kernel",
+    "assert_arrays_agree",
+    "assert_backend_agrees",
+    "conv_geometries",
+    "pool_geometries",
+    "interpolate_geometries",
+    "roi_boxes",
+    "nms_boxes",
+]
+
+REFERENCE_BACKEND = "numpy"
+
+#: Default ``(rtol, atol)`` by dtype for backend-vs-reference comparisons. Accelerated kernels may sum in
+#: another order (BLAS blocking, parallel reductions) but must stay within a few float32 roundings of a
+#: reduction's magnitude; float64 must agree to near machine precision.
+TOLERANCES: dict[np.dtype, tuple[float, float]] = {
+    np.dtype(np.float16): (1e-2, 1e-2),
+    np.dtype(np.float32): (1e-4, 1e-4),
+    np.dtype(np.float64): (1e-10, 1e-10),
+}
+
+
+class BackendMismatchError(AssertionError):
+    """A backend's kernel output differs from the NumPy reference's; the message says where and by how much."""
+
+
+def tolerance(dtype) -> tuple[float, float]:
+    """``(rtol, atol)`` for comparing outputs of ``dtype`` (exact, ``(0, 0)``, for integer and bool)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biu":
+        return 0.0, 0.0
+    return TOLERANCES.get(dtype, TOLERANCES[np.dtype(np.float32)])
+
+
+def available_backends(*, include_reference: bool = False) -> list[str]:
+    """Names of the registered backends that can run here (the ``numpy`` reference only if asked)."""
+    from .backend import list_backends
+
+    return [
+        info.name
+        for info in list_backends()
+        if info.available and (include_reference or info.name != REFERENCE_BACKEND)
+    ]
+
+
+def backend_params(*, include_reference: bool = False) -> list:
+    """``pytest.param`` per registered backend, for ``@pytest.mark.parametrize("backend", backend_params())``.
+
+    Every registered backend is listed (installed plugins included), not only the available ones: a backend
+    that cannot run here is marked skipped with the reason ``segcore backends`` gives, so the test report
+    says why it did not run. The ``numpy`` reference is left out unless ``include_reference``; when no other
+    backend is registered the single parameter is skipped with that reason.
+    """
+    import pytest
+
+    from .backend import list_backends
+
+    params = []
+    for info in list_backends():
+        if info.name == REFERENCE_BACKEND and not include_reference:
+            continue
+        reason = f"backend {info.name!r} is not available: {info.reason}"
+        marks = () if info.available else (pytest.mark.skip(reason=reason),)
+        params.append(pytest.param(info.name, id=info.name, marks=marks))
+    if not params:
+        reason = "no backend other than the numpy reference is registered (install one, e.g. backends/numba)"
+        params.append(pytest.param(None, id="no-backend", marks=pytest.mark.skip(reason=reason)))
+    return params
+
+
+def _to_backend(backend, value):
+    """NumPy arrays (also inside tuples and lists) moved to ``backend``; anything else passed through."""
+    if isinstance(value, np.ndarray):
+        return backend.asarray(value)
+    if isinstance(value, (tuple, list)) and any(isinstance(v, np.ndarray) for v in value):
+        return type(value)(_to_backend(backend, v) for v in value)
+    return value
+
+
+def run_kernel(name: str, backend, *args, **params):
+    """Call ``backend``'s kernel ``name`` with its namespace, NumPy arrays in ``args`` moved to the backend.
+
+    ``backend`` is a name or a :class:`~segcore.Backend`. Returns the raw output (backend arrays).
+    """
+    from .backend import get_backend
+
+    target = get_backend(backend)
+    return target.kernel(name)(target.xp, *(_to_backend(target, a) for a in args), **params)
+
+
+def _host(backend, value):
+    if isinstance(value, tuple):
+        return tuple(_host(backend, v) for v in value)
+    return np.asarray(backend.to_numpy(value))
+
+
+def assert_arrays_agree(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    what: str = "output",
+) -> None:
+    """Same shape and dtype, and values within :func:`tolerance` of ``expected``'s dtype (NaN equals NaN).
+
+    Raises :class:`BackendMismatchError` naming the worst element.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape:
+        raise BackendMismatchError(f"{what}: shape {actual.shape}, reference has {expected.shape}")
+    if actual.dtype != expected.dtype:
+        raise BackendMismatchError(f"{what}: dtype {actual.dtype}, reference has {expected.dtype}")
+    default_rtol, default_atol = tolerance(expected.dtype)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    if expected.dtype.kind in "biu":
+        bad = actual != expected
+    else:
+        a, e = actual.astype(np.float64), expected.astype(np.float64)
+        close = np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
+        bad = ~close
+    if np.any(bad):
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+        worst = tuple(int(i) for i in np.unravel_index(np.nanargmax(np.where(bad, diff, -1.0)), diff.shape))
+        raise BackendMismatchError(
+            f"{what}: {int(np.sum(bad))} of {bad.size} elements differ from the reference "
+            f"(rtol={rtol}, atol={atol}); first at {where}: {actual[where]!r} vs {expected[where]!r}; "
+            f"largest at {worst}: {actual[worst]!r} vs {expected[worst]!r}"
+        )
+
+
+def assert_backend_agrees(name: str, backend, *args, rtol: float | None = None, atol: float | None = None, **params):
+    """Run kernel ``name`` on ``backend`` and on the NumPy reference and compare every output array.
+
+    ``args`` are the kernel's positional arguments after the namespace, with NumPy arrays for the array ones
+    (moved to ``backend`` here); ``params`` its keyword arguments. Outputs (an array or a tuple of arrays) are
+    compared with :func:`assert_arrays_agree`: exactly for integer outputs (indices, argmax), within
+    :func:`tolerance` of their dtype otherwise, unless ``rtol`` / ``atol`` are given. Returns the backend's
+    outputs as NumPy arrays.
+    """
+    from .backend import get_backend
+
+    target = get_backend(backend)
+    expected = run_kernel(name, REFERENCE_BACKEND, *args, **params)
+    actual = _host(target, run_kernel(name, target, *args, **params))
+    expected = _host(get_backend(REFERENCE_BACKEND), expected)
+    if isinstance(expected, tuple) != isinstance(actual, tuple) or (
+        isinstance(expected, tuple) and len(expected) != len(actual)
+    ):
+        raise BackendMismatchError(
+            f"{name} on {target.name!r}: returned {type(actual).__name__}, reference {type(expected).__name__}"
+        )
+    pairs = zip(actual, expected) if isinstance(expected, tuple) else [(actual, expected)]
+    for i, (a, e) in enumerate(pairs):
+        label = f"{name} on {target.name!r}" + (f", output {i}" if isinstance(expected, tuple) else "")
+        assert_arrays_agree(a, e, rtol=rtol, atol=atol, what=label)
+    return actual
+
+
+# -- hypothesis strategies for kernel geometries --------------------------------------------------------------
+# Each returns a hypothesis strategy of plain dicts (shapes and parameters, no arrays: tests draw values from a
+# seeded NumPy Generator). hypothesis is imported when a strategy is asked for, so segcore.testing itself does
+# not depend on it.
+
+
+def _conv_output(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def conv_geometries(*, max_batch: int = 2, max_channels: int = 6, max_size: int = 9, max_kernel: int = 3):
+    """Valid ``conv2d`` geometries: ``n, c, h, w, out_channels, kernel, stride, padding, dilation, groups``.
+
+    Covers odd and size-1 batches, channels and spatial sizes, strides larger than the kernel, asymmetric
+    padding and dilation, grouped and depthwise (``groups == c``, channel multiplier 1-2) convolutions; the
+    output is at least 1x1.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def geometry(draw):
+        kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]))
+        groups = 1 if kind == "dense" else draw(st.integers(1, max(1, max_channels // 2)))
+        if kind == "depthwise":
+            c = groups
+            out = groups * draw(st.integers(1, 2))
+        else:
+            c = groups * draw(st.integers(1, max(1, max_channels // groups)))
+            out = groups * draw(st.integers(1, max(1, max_channels // groups)))
+        kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+        stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        # Spatial sizes large enough for one output window.
+        h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), max_size + 4))
+        w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), max_size + 4))
+        n = draw(st.integers(1, max_batch))
+        ho, wo = (_conv_output(s, k, st_, p, d) for s, k, st_, p, d in zip((h, w), kernel, stride, padding, dilation))
+        assert ho >= 1 and wo >= 1
+        return dict(n=n, c=c, h=h, w=w, out_channels=out, kernel=kernel, stride=stride, padding=padding,
+                    dilation=dilation, groups=groups, output=(ho, wo))  # fmt: skip
+
+    return geometry()
+
+
+def pool_geometries(*, max_batch: int = 2, max_channels: int = 3, max_size: int = 10, max_kernel: int = 4):
+    """Valid ``max_pool2d`` geometries: ``n, c, h, w, kernel, stride, padding, dilation, ceil_mode``.
+
+    Padding is at most half the kernel (torch's rule); strides may exceed the kernel; ``ceil_mode`` windows
+    may run past the padding; the output is at least 1x1.
+    """
+    from hypothesis import assume
+    from hypothesis import strategies as st
+
+    from .kernels.pool import pool_output_size
+
+    @st.composite
+    def geometry(draw):
+        kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+        stride = (draw(st.integers(1, max_kernel + 1)), draw(st.integers(1, max_kernel + 1)))
+        padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+        dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        ceil_mode = draw(st.booleans())
+        h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+        axes = zip((h, w), kernel, stride, padding, dilation)
+        out = [pool_output_size(s, k, st_, p, d, ceil_mode) for s, k, st_, p, d in axes]
+        assume(out[0] >= 1 and out[1] >= 1)
+        return dict(n=draw(st.integers(1, max_batch)), c=draw(st.integers(1, max_channels)), h=h, w=w, kernel=kernel,
+                    stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)  # fmt: skip
+
+    return geometry()
+
+
+def interpolate_geometries(*, max_batch: int = 2, max_channels: int = 3, max_size: int = 12):
+    """Bilinear resize settings: ``n, c, h, w, output (oh, ow), align_corners, scales``.
+
+    Sizes go down, up and stay equal (including 1-pixel inputs and outputs); ``scales`` is ``(None, None)``
+    or torch's user scale factors, which then decide the source coordinates.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def geometry(draw):
+        h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+        oh, ow = draw(st.integers(1, 2 * max_size)), draw(st.integers(1, 2 * max_size))
+        align_corners = draw(st.booleans())
+        if draw(st.booleans()):
+            scales = (None, None)
+        else:
+            scales = (oh / h * draw(st.sampled_from([1.0, 0.9, 1.1])), ow / w * draw(st.sampled_from([1.0, 0.9, 1.1])))
+        return dict(n=draw(st.integers(1, max_batch)), c=draw(st.integers(1, max_channels)), h=h, w=w,
+                    output=(oh, ow), align_corners=align_corners, scales=scales)  # fmt: skip
+
+    return geometry()
+
+
+def roi_boxes(images: int, height: float, width: float, *, max_boxes: int = 8):
+    """``(K, 5)`` float64 RoIs ``(batch_index, x1, y1, x2, y2)`` over ``images`` maps of ``height x width``.
+
+    Mixes ordinary boxes with the degenerate ones kernels must survive: zero width or height, single points,
+    inverted corners (``x2 < x1``), boxes partly or entirely outside the map, and boxes much larger than it.
+    ``K`` may be 0.
+    """
+    from hypothesis import strategies as st
+
+    coordinate_x = st.floats(-0.5 * width, 1.5 * width, allow_nan=False, width=32)
+    coordinate_y = st.floats(-0.5 * height, 1.5 * height, allow_nan=False, width=32)
+
+    @st.composite
+    def box(draw):
+        b = draw(st.integers(0, images - 1))
+        x1, y1 = draw(coordinate_x), draw(coordinate_y)
+        kind = draw(st.sampled_from(["ordinary", "ordinary", "zero-width", "point", "inverted", "outside", "huge"]))
+        if kind == "ordinary":
+            x2, y2 = x1 + draw(st.floats(0.25, width, width=32)), y1 + draw(st.floats(0.25, height, width=32))
+        elif kind == "zero-width":
+            x2, y2 = x1, y1 + draw(st.floats(0.0, height, width=32))
+        elif kind == "point":
+            x2, y2 = x1, y1
+        elif kind == "inverted":
+            x2, y2 = x1 - draw(st.floats(0.25, width, width=32)), y1 - draw(st.floats(0.0, height, width=32))
+        elif kind == "outside":
+            x1, y1 = width + draw(st.floats(2.0, width, width=32)), -height - draw(st.floats(2.0, height, width=32))
+            x2, y2 = x1 + draw(st.floats(0.5, 3.0, width=32)), y1 + draw(st.floats(0.5, 3.0, width=32))
+        else:
+            x1, y1, x2, y2 = -width, -height, 2 * width, 2 * height
+        return [float(b), x1, y1, x2, y2]
+
+    boxes = st.lists(box(), min_size=0, max_size=max_boxes)
+    return boxes.map(lambda rows: np.asarray(rows, dtype=np.float64).reshape(-1, 5))
+
+
+def nms_boxes(*, max_boxes: int = 24, extent: float = 32.0):
+    """``(boxes (N, 4), scores (N,))`` float64 for NMS: clusters of overlapping boxes, exact duplicates, tied
+    scores, zero-area and inverted boxes. ``N`` may be 0."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def boxes(draw):
+        n = draw(st.integers(0, max_boxes))
+        seed = draw(st.integers(0, 2**32 - 1))
+        rng = np.random.default_rng(seed)
+        centres = rng.uniform(0, extent, (max(1, n // 4 + 1), 2))
+        pick = centres[rng.integers(0, len(centres), n)] + rng.normal(0, extent / 16, (n, 2))
+        sizes = rng.uniform(0, extent / 3, (n, 2))
+        out = np.concatenate([pick - sizes / 2, pick + sizes / 2], axis=1)
+        if n:
+            special = rng.random(n)
+            out[special < 0.1, 2:] = out[special < 0.1, :2]  # zero area
+            flip = (special >= 0.1) & (special < 0.15)
+            out[flip] = out[flip][:, [2, 3, 0, 1]]  # inverted corners
+            dup = rng.integers(0, n, n // 5)
+            out[dup[1:]] = out[dup[0]] if len(dup) > 1 else out[dup[1:]]
+        # Quantised scores give ties, which must keep index order.
+        scores = np.round(rng.random(n) * 8) / 8
+        return out, scores
+
+    return boxes()

@@ -1,0 +1,79 @@
+"""Numba-CPU specifics the backend-agnostic agreement tests cannot reach: banded im2col, empty batches, and
+results that must not depend on the number of threads."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from segcore.testing import assert_backend_agrees, run_kernel
+from segcore_numba.cpu import conv as numba_conv
+
+
+@pytest.mark.parametrize(
+    ("shape", "weight", "stride", "padding", "dilation", "groups"),
+    [
+        ((2, 4, 11, 9), (6, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+        ((1, 6, 10, 13), (4, 3, 2, 3), (2, 3), (0, 2), (2, 1), 2),
+        ((1, 2, 7, 7), (3, 2, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ],
+)
+def test_im2col_bands_cover_every_output_row(monkeypatch, shape, weight, stride, padding, dilation, groups):
+    # A band budget of a few rows forces several bands per image, including a short last one.
+    monkeypatch.setattr(numba_conv, "_BAND_ELEMENTS", 3 * weight[1] * weight[2] * weight[3] * 5)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(weight)
+    args = (stride, padding, dilation, groups)
+    y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+    g = rng.standard_normal(y.shape)
+    assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+    assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+
+
+def test_empty_batch_convolves_to_empty_outputs():
+    x = np.zeros((0, 4, 5, 5), dtype=np.float32)
+    w = np.ones((3, 4, 3, 3), dtype=np.float32)
+    y = assert_backend_agrees("conv2d", "numba", x, w, (1, 1), (1, 1), (1, 1), 1)
+    assert y.shape == (0, 3, 5, 5)
+    dw = assert_backend_agrees("conv2d_grad_weight", "numba", x, y, w.shape, (1, 1), (1, 1), (1, 1), 1)
+    assert not dw.any()
+
+
+@pytest.fixture
+def threads():
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
+def _with_threads(count: int, fn):
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    return fn()
+
+
+def test_roi_align_backward_bits_do_not_depend_on_the_thread_count(threads):
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 40, (64, 2))
+    rois = np.concatenate([rng.integers(0, 2, (64, 1)), corners, corners + rng.uniform(2, 30, (64, 2))], axis=1)
+    rois = rois.astype(np.float32)
+    grad = rng.standard_normal((64, 8, 7, 7)).astype(np.float32)
+
+    def run():
+        return run_kernel("roi_align_backward", "numba", grad, rois, (2, 8, 13, 13), 0.25, (7, 7), -1, True)
+
+    one, many = _with_threads(1, run), _with_threads(numba.config.NUMBA_NUM_THREADS, run)
+    assert np.array_equal(one, many)
+
+
+def test_lattice_filter_bits_do_not_depend_on_the_thread_count(threads):
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((500, 5)).astype(np.float32)
+    values = rng.standard_normal((500, 3)).astype(np.float32)
+
+    def run():
+        lattice = run_kernel("permutohedral_build", "numba", features)
+        return run_kernel("permutohedral_filter", "numba", lattice, values)
+
+    assert np.array_equal(_with_threads(1, run), _with_threads(numba.config.NUMBA_NUM_THREADS, run))

@@ -1,0 +1,126 @@
+"""The segcore-numba distribution's registration: entry point, both backends, lazy imports, failure reporting."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import segcore
+from segcore.backend import get_backend
+from segcore.errors import BackendUnavailableError
+from segcore_numba import plugin
+
+
+def _run(code: str, **env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_entry_point_points_at_the_plugin_module():
+    points = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="segcore")}
+    assert points.get("segcore-numba") == "segcore_numba.plugin"
+
+
+def test_both_backends_are_registered_by_this_plugin():
+    infos = {info.name: info for info in segcore.list_backends()}
+    assert infos["numba"].provider == "segcore-numba" and infos["numba-cuda"].provider == "segcore-numba"
+    assert infos["numba"].available, infos["numba"].reason
+
+
+def test_listing_backends_imports_no_kernel_module():
+    out = _run("import sys, segcore; segcore.list_backends(); print('segcore_numba.cpu' in sys.modules)")
+    assert out == "False"
+
+
+def test_cli_says_why_numba_cuda_cannot_run_here():
+    cuda = get_backend_info("numba-cuda")
+    if cuda.available:
+        pytest.skip("numba-cuda can run on this machine")
+    out = subprocess.run(["segcore", "backends"], capture_output=True, text=True, timeout=300).stdout
+    line = next(row for row in out.splitlines() if row.startswith("numba-cuda"))
+    assert "unavailable: " in line and cuda.reason in line and "segcore-numba[cuda]" in line
+    assert next(row for row in out.splitlines() if row.startswith("numba ")).split()[1] == "available"
+
+
+def get_backend_info(name: str):
+    return next(info for info in segcore.list_backends() if info.name == name)
+
+
+def test_a_broken_gpu_module_only_disables_numba_cuda(monkeypatch):
+    def broken():
+        raise ImportError("libcudart.so.12: cannot open shared object file")
+
+    monkeypatch.setattr(plugin, "_cuda_module", broken)
+    backend = plugin.numba_cuda_backend()
+    assert not backend.is_available()
+    assert "libcudart.so.12" in backend.unavailable_reason
+    with pytest.raises(BackendUnavailableError, match="numba-cuda.*libcudart"):
+        backend.kernel("conv2d")
+    assert plugin.numba_backend().is_available()
+
+
+def test_missing_numba_is_reported_with_the_install_hint(monkeypatch):
+    monkeypatch.setattr(plugin.importlib.util, "find_spec", lambda name: None)
+    backend = plugin.numba_backend()
+    assert backend.unavailable_reason == "numba is not installed"
+    with pytest.raises(BackendUnavailableError, match="pip install segcore-numba"):
+        backend.require_available()
+
+
+def test_kernels_load_on_first_lookup_and_earlier_registrations_win():
+    backend = plugin.numba_backend()
+    assert backend.overrides == {}
+
+    def mine(xp, *args):
+        return "mine"
+
+    backend.register_kernel("nms", mine)
+    assert backend.kernel("nms") is mine
+    from segcore_numba.cpu import KERNELS
+
+    assert backend.kernel("roi_align") is KERNELS["roi_align"]
+    # Kernels the backend does not override come from the reference table.
+    from segcore.kernels import reference_kernels
+
+    assert backend.kernel("avg_pool2d") is reference_kernels()["avg_pool2d"]
+
+
+def test_overridden_kernels_are_the_ones_the_issue_lists():
+    expected = {
+        "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d", "max_pool2d_backward",
+        "interpolate_bilinear", "interpolate_bilinear_backward", "roi_align", "roi_align_backward", "roi_pool",
+        "roi_pool_backward", "nms", "permutohedral_build", "permutohedral_filter",
+    }  # fmt: skip
+    from segcore.kernels import reference_kernels
+    from segcore_numba.cpu import KERNELS
+
+    assert set(KERNELS) == expected
+    assert set(KERNELS) <= set(reference_kernels()), "every override must replace a reference kernel"
+
+
+def test_models_move_to_numba_and_back():
+    model = segcore.build("unet", num_classes=2, width=0.0625, depth=2, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    model.eval()
+    with segcore.no_grad():
+        expected = model(segcore.tensor(x)).numpy()
+        model.to("numba")
+        got = model(segcore.tensor(x, backend="numba")).numpy()
+    assert next(iter(model.parameters())).backend.name == "numba"
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_threading_layer_defaults_to_workqueue_and_respects_the_user():
+    code = "import segcore_numba.cpu, numba; print(numba.config.THREADING_LAYER)"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.strip() == "workqueue", out.stderr
+    assert _run(code, NUMBA_THREADING_LAYER="omp") == "omp"

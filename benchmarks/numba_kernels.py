@@ -1,0 +1,293 @@
+"""Speed of the ``numba`` backend's CPU kernels against the NumPy reference, side by side in one run.
+
+Three workloads (issue 8), each timed for every column in interleaved rounds so that load from other processes
+hits all columns alike (a time is the median over ``--rounds`` of the median of ``--repeat`` runs after a
+warm-up; JIT compilation happens in the warm-up):
+
+* **RoIAlign** forward and backward (input gradient) at the kernel level: 512 RoIs, 256 channels, 7x7 bins,
+  ``sampling_ratio=2``, ``spatial_scale=1/16`` on a ``(2, 256, 50, 50)`` float32 map (an 800x800 image at
+  stride 16; boxes with sides in [16, 320] px, fixed seed). Target: numba >= 10x faster than the reference.
+* **Dense CRF**: ``segcore.crf.dense_crf`` on a 500x375 photo-like image, 21 labels, 10 mean-field
+  iterations, pydensecrf's README parameters, lattice builds included; with ``pydensecrf`` (``DenseCRF2D``)
+  when it is installed. Target: numba faster than pydensecrf.
+* **conv2d** forward + backward (both gradients) at the kernel level on three ResNet 3x3 layers at batch 8,
+  and ``torch.nn.functional.conv2d`` forward + backward on the CPU when torch is importable. Target: numba no
+  slower than the reference (and as fast as PyTorch CPU where installed).
+
+Each workload also checks that numba's results agree with the reference. Prints a table and writes JSON to
+``benchmarks/results/numba_kernels.json`` atomically (temp file + ``os.replace``). Run from the repository root
+with ``segcore-numba`` installed: ``python benchmarks/numba_kernels.py`` (about 2-4 minutes on 2 cores).
+Shared machines are noisy: compare the ratios, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from segcore.backend import get_backend  # noqa: E402
+from segcore.crf import DEFAULTS, dense_crf  # noqa: E402
+
+try:
+    import pydensecrf.densecrf as dcrf
+except ImportError:  # an optional comparison, never a dependency
+    dcrf = None
+try:
+    import torch
+except ImportError:  # an optional comparison; segcore never imports torch
+    torch = None
+
+ROI_CHANNELS, ROI_SIZE, ROI_COUNT, ROI_OUTPUT, ROI_SAMPLING, ROI_SCALE, ROI_IMAGE = 256, 50, 512, 7, 2, 1 / 16, 800
+CONV_LAYERS = (("res2 64->64 @56", 64, 56), ("res3 128->128 @28", 128, 28), ("res4 256->256 @14", 256, 14))
+TARGETS = {
+    "roi_align_speedup_vs_reference": 10.0,
+    "crf_ratio_numba_to_pydensecrf": 1.0,
+    "conv_speedup_vs_reference": 1.0,
+}
+
+
+def interleaved(columns: dict[str, Callable[[], object]], repeat: int, rounds: int) -> dict[str, float]:
+    """Median over rounds of each column's median time; columns take turns within every round."""
+    samples: dict[str, list[float]] = {name: [] for name in columns}
+    for fn in columns.values():
+        fn()  # warm-up: JIT compilation, allocator, thread pools
+    for _ in range(rounds):
+        for name, fn in columns.items():
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            samples[name].append(statistics.median(times))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def max_abs_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+
+
+# -- workloads ------------------------------------------------------------------------------------------------
+
+
+def bench_roi_align(repeat: int, rounds: int) -> dict:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, ROI_CHANNELS, ROI_SIZE, ROI_SIZE), dtype=np.float32)
+    sides = rng.uniform(16, 320, (ROI_COUNT, 2))
+    corner = rng.uniform(0, 1, (ROI_COUNT, 2)) * (ROI_IMAGE - sides)
+    rois = np.concatenate([rng.integers(0, 2, (ROI_COUNT, 1)), corner, corner + sides], axis=1).astype(np.float32)
+    grad = rng.standard_normal((ROI_COUNT, ROI_CHANNELS, ROI_OUTPUT, ROI_OUTPUT), dtype=np.float32)
+    params = (ROI_SCALE, (ROI_OUTPUT, ROI_OUTPUT), ROI_SAMPLING, False)
+    columns = {}
+    for name in ("numpy", "numba"):
+        backend = get_backend(name)
+        forward, backward = backend.kernel("roi_align"), backend.kernel("roi_align_backward")
+        columns[f"{name}_forward"] = lambda f=forward, xp=backend.xp: f(xp, x, rois, *params)
+        columns[f"{name}_backward"] = lambda f=backward, xp=backend.xp: f(xp, grad, rois, x.shape, *params)
+    t = interleaved(columns, repeat, rounds)
+    return {
+        "setting": {"N": 2, "C": ROI_CHANNELS, "H": ROI_SIZE, "W": ROI_SIZE, "rois": ROI_COUNT,
+                    "output_size": ROI_OUTPUT, "sampling_ratio": ROI_SAMPLING, "spatial_scale": ROI_SCALE},
+        "seconds": t,
+        "forward_speedup_vs_reference": t["numpy_forward"] / t["numba_forward"],
+        "backward_speedup_vs_reference": t["numpy_backward"] / t["numba_backward"],
+        "max_abs_diff_forward": max_abs_diff(columns["numba_forward"](), columns["numpy_forward"]()),
+        "max_abs_diff_backward": max_abs_diff(columns["numba_backward"](), columns["numpy_backward"]()),
+    }  # fmt: skip
+
+
+def photo_like(height: int, width: int, labels: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 image of shaded colour regions with noise and sharp edges, and noisy float32 softmax
+    probabilities favouring each region's label (the setting of benchmarks/crf.py)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    cells = (np.floor(xx / width * 6) + 6 * np.floor(yy / height * 4)).astype(int) % labels
+    for i in range(labels // 3):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(15, 60)
+        cells[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = (i * 7) % labels
+    image = rng.integers(20, 236, (labels, 3))[cells].astype(np.float64)
+    image += 30 * np.sin(xx / 23.0)[..., None] * np.array([1.0, -0.5, 0.5]) + 20 * np.cos(yy / 17.0)[..., None]
+    image += rng.normal(0, 8, image.shape)
+    logits = 2.0 * np.eye(labels)[cells].transpose(2, 0, 1) + rng.normal(0, 1.5, (labels, height, width))
+    probs = np.exp(logits - logits.max(axis=0))
+    probs /= probs.sum(axis=0)
+    return np.clip(image, 0, 255).astype(np.uint8), probs.astype(np.float32)
+
+
+def bench_crf(
+    repeat: int, rounds: int, height: int = 375, width: int = 500, labels: int = 21, iterations: int = 10
+) -> dict:
+    image, probs = photo_like(height, width, labels, np.random.default_rng(0))
+    columns: dict[str, Callable[[], object]] = {
+        name: (lambda name=name: dense_crf(image, probs, iterations=iterations, backend=name))
+        for name in ("numpy", "numba")
+    }
+    if dcrf is not None:
+        p = DEFAULTS
+
+        def pydensecrf_crf():
+            crf = dcrf.DenseCRF2D(width, height, labels)
+            crf.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(labels, -1)))
+            crf.addPairwiseGaussian(sxy=p["gaussian_sxy"], compat=p["gaussian_compat"])
+            crf.addPairwiseBilateral(
+                sxy=p["bilateral_sxy"], srgb=p["bilateral_srgb"], rgbim=image, compat=p["bilateral_compat"]
+            )
+            return np.array(crf.inference(iterations)).reshape(labels, height, width)
+
+        columns["pydensecrf"] = pydensecrf_crf
+    t = interleaved(columns, repeat, rounds)
+    q_numba, q_ref = columns["numba"](), columns["numpy"]()
+    row = {
+        "setting": {"height": height, "width": width, "labels": labels, "iterations": iterations, **DEFAULTS},
+        "seconds": t,
+        "speedup_vs_reference": t["numpy"] / t["numba"],
+        "max_abs_marginal_diff_vs_reference": max_abs_diff(q_numba, q_ref),
+    }
+    if dcrf is not None:
+        row["ratio_numba_to_pydensecrf"] = t["numba"] / t["pydensecrf"]
+        row["argmax_agreement_with_pydensecrf"] = float(np.mean(q_numba.argmax(0) == columns["pydensecrf"]().argmax(0)))
+    return row
+
+
+def bench_conv(repeat: int, rounds: int, batch: int = 8) -> list[dict]:
+    rows = []
+    args = ((1, 1), (1, 1), (1, 1), 1)
+    for label, channels, size in CONV_LAYERS:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+        w = (rng.standard_normal((channels, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
+        g = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+        columns: dict[str, Callable[[], object]] = {}
+        for name in ("numpy", "numba"):
+            backend = get_backend(name)
+            kernels = [backend.kernel(k) for k in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")]
+
+            def step(xp=backend.xp, k=kernels):
+                return k[0](xp, x, w, *args), k[1](xp, g, w, x.shape, *args), k[2](xp, x, g, w.shape, *args)
+
+            columns[name] = step
+        if torch is not None:
+            xt, wt, gt = (torch.from_numpy(a) for a in (x, w, g))
+
+            def torch_step():
+                xr, wr = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
+                torch.nn.functional.conv2d(xr, wr, padding=1).backward(gt)
+                return xr.grad, wr.grad
+
+            columns["torch"] = torch_step
+        t = interleaved(columns, repeat, rounds)
+        outs, refs = columns["numba"](), columns["numpy"]()
+        row = {
+            "layer": label,
+            "shape": {"N": batch, "C_in": channels, "C_out": channels, "H": size, "W": size, "kernel": 3},
+            "gflop_forward_backward": 3 * 2 * batch * channels * channels * 9 * size * size / 1e9,
+            "seconds": t,
+            "speedup_vs_reference": t["numpy"] / t["numba"],
+            "max_abs_diff": max(max_abs_diff(a, b) for a, b in zip(outs, refs)),
+        }
+        if torch is not None:
+            row["ratio_numba_to_torch"] = t["numba"] / t["torch"]
+        rows.append(row)
+    return rows
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+
+
+def print_table(result: dict) -> None:
+    ra, crf, conv = result["roi_align"], result["crf"], result["conv2d"]
+    print(f"{'workload':<34} {'numpy ms':>10} {'numba ms':>10} {'speedup':>8}  {'other':<26}")
+    print("-" * 92)
+    for key, label in (("forward", "RoIAlign forward"), ("backward", "RoIAlign backward")):
+        s = ra["seconds"]
+        print(f"{label:<34} {1e3 * s[f'numpy_{key}']:>10.1f} {1e3 * s[f'numba_{key}']:>10.1f} "
+              f"{ra[f'{key}_speedup_vs_reference']:>7.1f}x")  # fmt: skip
+    s = crf["seconds"]
+    other = "pydensecrf not installed"
+    if "pydensecrf" in s:
+        other = f"pydensecrf {1e3 * s['pydensecrf']:.0f} ms (numba/pdc {crf['ratio_numba_to_pydensecrf']:.2f})"
+    print(f"{'dense CRF 500x375x21, 10 it':<34} {1e3 * s['numpy']:>10.0f} {1e3 * s['numba']:>10.0f} "
+          f"{crf['speedup_vs_reference']:>7.2f}x  {other}")  # fmt: skip
+    for row in conv:
+        s = row["seconds"]
+        other = "torch not installed"
+        if "torch" in s:
+            other = f"torch {1e3 * s['torch']:.0f} ms (numba/torch {row['ratio_numba_to_torch']:.2f})"
+        print(f"{'conv f+b ' + row['layer']:<34} {1e3 * s['numpy']:>10.0f} {1e3 * s['numba']:>10.0f} "
+              f"{row['speedup_vs_reference']:>7.2f}x  {other}")  # fmt: skip
+    print(f"targets: RoIAlign >= {TARGETS['roi_align_speedup_vs_reference']:.0f}x the reference; CRF faster than "
+          "pydensecrf; conv f+b no slower than the reference")  # fmt: skip
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median taken)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all columns (median taken)")
+    parser.add_argument("--conv-batch", type=int, default=8, help="N of the conv layers (default 8)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "numba_kernels.json",
+        help="JSON path",
+    )
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.rounds < 1 or args.conv_batch < 1:
+        parser.error("--repeat, --rounds and --conv-batch must be >= 1")
+    get_backend("numba")  # fails early, saying why, when the backend cannot run here
+
+    import numba
+
+    result = {
+        "roi_align": bench_roi_align(args.repeat, args.rounds),
+        "crf": bench_crf(args.repeat, args.rounds),
+        "conv2d": bench_conv(args.repeat, args.rounds, args.conv_batch),
+    }
+    print_table(result)
+    payload = {
+        "benchmark": "numba_kernels",
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+            "numba_threading_layer": numba.threading_layer(),
+            "numba_threads": numba.get_num_threads(),
+            "torch": None if torch is None else torch.__version__,
+            "torch_threads": None if torch is None else torch.get_num_threads(),
+            "pydensecrf": dcrf is not None,
+        },
+        "timing": {"repeat": args.repeat, "rounds": args.rounds, "statistic": "median of per-round medians"},
+        "targets": TARGETS,
+        "result": result,
+    }
+    write_json_atomic(args.output, payload)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Every backend's convolution kernels against the NumPy reference (forward, both gradients, transposed).
+
+Parametrised over ``segcore.testing.backend_params()``: each installed backend runs here, and one that cannot
+run on this machine is reported as skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segcore.testing import assert_backend_agrees, backend_params, conv_geometries
+
+DTYPES = [np.float32, np.float64]
+
+
+def _operands(geo: dict, dtype, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((geo["n"], geo["c"], geo["h"], geo["w"])).astype(dtype)
+    w = rng.standard_normal((geo["out_channels"], geo["c"] // geo["groups"]) + geo["kernel"]).astype(dtype)
+    g = rng.standard_normal((geo["n"], geo["out_channels"]) + geo["output"]).astype(dtype)
+    return x, w, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", backend_params())
+@given(geo=conv_geometries(), seed=st.integers(0, 2**32 - 1))
+def test_conv2d_and_its_gradients_agree(backend, dtype, geo, seed):
+    x, w, g = _operands(geo, dtype, seed)
+    args = (geo["stride"], geo["padding"], geo["dilation"], geo["groups"])
+    assert_backend_agrees("conv2d", backend, x, w, *args)
+    assert_backend_agrees("conv2d_grad_input", backend, g, w, x.shape, *args)
+    assert_backend_agrees("conv2d_grad_weight", backend, x, g, w.shape, *args)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@given(geo=conv_geometries(), extra=st.tuples(st.integers(0, 2), st.integers(0, 2)), seed=st.integers(0, 2**32 - 1))
+def test_transposed_convolution_with_output_padding_agrees(backend, geo, extra, seed):
+    # conv_transpose2d is conv2d_grad_input onto an output grown by output_padding (< max(stride, dilation)):
+    # the rows it adds are read by no window, which a backend must leave at zero.
+    x, w, g = _operands(geo, np.float32, seed)
+    sizes = zip((geo["h"], geo["w"]), extra, geo["stride"], geo["dilation"])
+    grown = tuple(size + min(e, max(s, d) - 1) for size, e, s, d in sizes)
+    args = (geo["stride"], geo["padding"], geo["dilation"], geo["groups"])
+    out = assert_backend_agrees("conv2d_grad_input", backend, g, w, x.shape[:2] + grown, *args)
+    assert out.shape == x.shape[:2] + grown
+    bigger = np.random.default_rng(seed).standard_normal(x.shape[:2] + grown).astype(np.float32)
+    assert_backend_agrees("conv2d_grad_weight", backend, bigger, g, w.shape, *args)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_resnet_sized_layer_agrees_in_float32(backend):
+    # A layer large enough for blocked/banded code paths: 3x3, 32 -> 48 channels, 40x40, stride 1 and 2.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 32, 40, 40)).astype(np.float32)
+    w = (rng.standard_normal((48, 32, 3, 3)) / 17).astype(np.float32)
+    for stride in ((1, 1), (2, 2)):
+        args = (stride, (1, 1), (1, 1), 1)
+        y = assert_backend_agrees("conv2d", backend, x, w, *args)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        assert_backend_agrees("conv2d_grad_input", backend, g, w, x.shape, *args)
+        # The weight gradient sums 2 * 40 * 40 products per element: scale the tolerance with that sum.
+        assert_backend_agrees("conv2d_grad_weight", backend, x, g, w.shape, *args, atol=1e-4 * np.sqrt(x[:, 0].size))
