@@ -10,7 +10,7 @@ from .backend import Backend, get_backend, get_default_backend, list_backends, s
 from .errors import BackendMismatchError, BackendUnavailableError
 from .hookspecs import hookimpl
 from .registry import build, list_backbones, list_losses, list_models
-from . import crf, functional, io, losses, metrics, nn, ops, optim
+from . import crf, data, functional, io, losses, metrics, nn, ops, optim, train, viz
 from .io import load_state_dict, save_state_dict
 
 __version__ = "0.1.0"
@@ -23,6 +23,7 @@ __all__ = [
     "Tensor",
     "build",
     "crf",
+    "data",
     "enable_grad",
     "functional",
     "get_backend",
@@ -44,4 +45,6 @@ __all__ = [
     "no_grad",
     "set_default_backend",
     "tensor",
+    "train",
+    "viz",
 ]
