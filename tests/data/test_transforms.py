@@ -52,13 +52,18 @@ def test_image_and_masks_stay_aligned(seed, h, w, lo, spread, crop):
     assert np.array_equal(padded, (image == FILL).all(axis=-1))
     # Where the label map is constant around a pixel, the image there has exactly that label's colour.
     labels = np.where(padded, 0, mask).astype(np.int64)
+    # Bilinear image resizing reads source pixels up to one source pixel away, i.e. up to `scale` output pixels
+    # away, while the mask is resized by nearest neighbour: "constant around a pixel" must cover that reach.
+    radius = int(np.ceil(lo + spread)) + 1
     inner = np.ones_like(padded)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
             shifted = np.roll(np.roll(mask, dy, 0), dx, 1)
             inner &= shifted == mask
-    inner[[0, -1], :] = False
-    inner[:, [0, -1]] = False
+    inner[:radius, :] = False
+    inner[-radius:, :] = False
+    inner[:, :radius] = False
+    inner[:, -radius:] = False
     inner &= ~padded
     assert np.array_equal(image[inner], COLOURS[labels[inner]])
     # Instance masks follow the semantic mask; boxes are the instance masks' boxes.
