@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterable
 
 # One module per kernel family; each defines KERNELS = {name: function}.
 FAMILIES = ("conv", "pool", "resample", "norm", "special", "roi", "nms", "crf")
 
 
-@lru_cache(maxsize=None)
-def reference_kernels() -> dict[str, Callable]:
+def collect_kernels(package: str, families: Iterable[str], owner: str) -> dict[str, Callable]:
+    """Merge the ``KERNELS`` tables of ``package.<family>`` modules; a name defined twice is an error.
+
+    Used for the reference table and by backends that keep one module per kernel family (``owner`` names
+    the table in the error message).
+    """
     table: dict[str, Callable] = {}
-    for family in FAMILIES:
-        module = importlib.import_module(f"{__name__}.{family}")
+    for family in families:
+        module = importlib.import_module(f"{package}.{family}")
         for name, fn in module.KERNELS.items():
             if name in table:
-                raise RuntimeError(f"reference kernel {name!r} is defined by two families (second: {family!r})")
+                raise RuntimeError(f"{owner} kernel {name!r} is defined by two families (second: {family!r})")
             table[name] = fn
     return table
+
+
+@lru_cache(maxsize=None)
+def reference_kernels() -> dict[str, Callable]:
+    """The reference kernel table, name -> function, that every backend falls back to."""
+    return collect_kernels(__name__, FAMILIES, "reference")

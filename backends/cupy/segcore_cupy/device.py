@@ -51,14 +51,9 @@ def to_numpy(array) -> np.ndarray:
 
 
 def _kernel_table() -> dict[str, Callable]:
-    table: dict[str, Callable] = {}
-    for family in HOST_MODULES:
-        module = importlib.import_module(f"{__package__}.{family}")
-        for name, fn in module.KERNELS.items():
-            if name in table:
-                raise RuntimeError(f"cupy kernel {name!r} is defined by two modules (second: {family!r})")
-            table[name] = fn
-    return table
+    from segcore.kernels import collect_kernels
+
+    return collect_kernels(__package__, HOST_MODULES, "cupy")
 
 
 def __getattr__(name: str) -> Any:

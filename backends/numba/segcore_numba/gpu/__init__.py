@@ -95,14 +95,9 @@ def to_numpy(array) -> np.ndarray:
 
 
 def _kernel_table() -> dict[str, Callable]:
-    table: dict[str, Callable] = {}
-    for family in FAMILIES:
-        module = importlib.import_module(f"{__name__}.{family}")
-        for name, fn in module.KERNELS.items():
-            if name in table:
-                raise RuntimeError(f"numba-cuda kernel {name!r} is defined by two families (second: {family!r})")
-            table[name] = fn
-    return table
+    from segcore.kernels import collect_kernels
+
+    return collect_kernels(__name__, FAMILIES, "numba-cuda")
 
 
 def __getattr__(name: str) -> Any:
