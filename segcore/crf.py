@@ -130,12 +130,6 @@ def _check_compat(compat: Any, k: int) -> np.ndarray:
     return array
 
 
-def _softmax(xp, x):
-    e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
-    # einsum sums the short label axis several times faster than sum(axis=1) (NumPy reduces row by row).
-    return e / xp.einsum("nk->n", e)[:, None]
-
-
 def dense_crf(
     image: np.ndarray,
     probs: np.ndarray | None = None,
@@ -243,14 +237,7 @@ def dense_crf(
         filters.append((bilateral_w, PairwiseFilter(target, features, method)))
     mu_t = None if mu is None else xp.asarray(mu.T.astype(dtype))
 
-    q = _softmax(xp, -u)
-    for _ in range(int(n_iter)):
-        message = None
-        for weight, filt in filters:
-            term = filt(q) * weight
-            message = term if message is None else message + term
-        if message is None:
-            break
-        # Potts in densecrf's form (-w on the label itself); a matrix mu penalises the other labels instead.
-        q = _softmax(xp, -u + message if mu_t is None else -u - message @ mu_t)
+    # Q = softmax(-U), then per iteration Q = softmax(-U + sum_k w_k filter_k(Q)) (Potts) or with mu applied;
+    # one kernel, so that a backend can fuse the filtering, the compatibility and the softmax.
+    q = target.kernel("dense_crf_mean_field")(xp, u, filters, mu_t, int(n_iter))
     return np.ascontiguousarray(target.to_numpy(q).T.reshape(k, height, width).astype(dtype, copy=False))

@@ -19,6 +19,9 @@ the ``(M, N)`` splat matrix and its transpose: ``scipy.sparse`` for NumPy arrays
 for CuPy arrays, the same API, so one reference serves both (a sparse product runs the gather-multiply-add
 of a splat in one pass where NumPy's ``bincount`` needs one pass per label channel). A backend that stores a
 lattice differently overrides both permutohedral kernels together.
+
+``dense_crf_mean_field`` is the whole mean-field inference of :func:`segcore.crf.dense_crf` over those
+filters, one kernel so that a backend can fuse slicing, normalisation, compatibility and softmax.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "permutohedral_build",
     "permutohedral_filter",
     "dense_gaussian_filter_exact",
+    "dense_crf_mean_field",
     "KERNELS",
 ]
 
@@ -302,8 +306,38 @@ def dense_gaussian_filter_exact(xp, features, values, *, chunk_size: int | None 
     return xp.concatenate(blocks, axis=0)
 
 
+def _softmax_rows(xp, x):
+    e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+    # einsum sums the short label axis several times faster than sum(axis=1) (NumPy reduces row by row).
+    return e / xp.einsum("nk->n", e)[:, None]
+
+
+def dense_crf_mean_field(xp, unary, filters, compat_t, iterations: int):
+    """Mean-field inference of a dense CRF (pydensecrf's ``DenseCRF.inference``); returns ``Q`` ``(N, K)``.
+
+    ``unary`` ``(N, K)`` are the unary energies (labels contiguous). ``filters`` is a sequence of
+    ``(weight, filter)`` pairs, ``filter`` a :class:`segcore.nn.crf.PairwiseFilter` (``filter(Q)`` is its
+    normalised filtering ``n * K(n * Q)``; a backend may read its ``method``, ``lattice`` and ``norm`` to run
+    it another way). ``compat_t`` is the transposed ``(K, K)`` label compatibility ``mu.T`` in the unary's
+    dtype, or ``None`` for Potts. ``Q = softmax(-U)``, then ``iterations`` times, with
+    ``m = sum_k weight_k filter_k(Q)``: ``Q = softmax(-U + m)`` (Potts in densecrf's form, ``-w`` on the label
+    itself) or ``Q = softmax(-U - m @ mu.T)``. With no filters the iterations change nothing.
+    """
+    q = _softmax_rows(xp, -unary)
+    for _ in range(int(iterations)):
+        message = None
+        for weight, filt in filters:
+            term = filt(q) * weight
+            message = term if message is None else message + term
+        if message is None:
+            break
+        q = _softmax_rows(xp, -unary + message if compat_t is None else -unary - message @ compat_t)
+    return q
+
+
 KERNELS: dict[str, Callable] = {
     "permutohedral_build": permutohedral_build,
     "permutohedral_filter": permutohedral_filter,
     "dense_gaussian_filter_exact": dense_gaussian_filter_exact,
+    "dense_crf_mean_field": dense_crf_mean_field,
 }

@@ -95,3 +95,63 @@ def test_dense_crf_marginals_agree(backend):
     expected = dense_crf(image, probs, iterations=5, backend="numpy")
     assert_arrays_agree(q, expected, what="dense_crf marginals")
     assert segcore.get_backend(backend).name == backend
+
+
+def _crf_filters(backend, image, dtype):
+    from segcore.nn.crf import PairwiseFilter, pairwise_features
+
+    target = get_backend(backend)
+    h, w = image.shape[:2]
+    smooth = pairwise_features(target.xp, h, w, (3.0, 3.0), dtype)
+    bilateral = pairwise_features(target.xp, h, w, (20.0, 20.0), dtype, image, (13.0, 13.0, 13.0))
+    return [
+        (3.0, PairwiseFilter(target, smooth, "permutohedral")),
+        (10.0, PairwiseFilter(target, bilateral, "permutohedral")),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("compat", ["potts", "matrix"])
+@pytest.mark.parametrize("kernels", [2, 1, 0])
+@pytest.mark.parametrize("backend", backend_params())
+def test_dense_crf_mean_field_agrees(backend, dtype, compat, kernels):
+    # The inference kernel alone, each backend on its own lattices: Potts and a compatibility matrix, one or
+    # both kernels (or none: Q = softmax(-U)), 0 and 4 iterations.
+    rng = np.random.default_rng(1)
+    h, w, k = 13, 17, 5
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    image[:, 9:] //= 4
+    unary = (rng.standard_normal((h * w, k)) * 2.0).astype(dtype)
+    mu_t = None
+    if compat == "matrix":
+        mu = rng.uniform(0.0, 2.0, (k, k))
+        mu_t = ((mu + mu.T) / 2).T.astype(dtype)
+    target = get_backend(backend)
+    to_backend = target.xp.asarray
+    for iterations in (0, 4):
+        q = run_kernel(
+            "dense_crf_mean_field", backend, unary, _crf_filters(backend, image, dtype)[:kernels],
+            None if mu_t is None else to_backend(mu_t), iterations,
+        )
+        expected = run_kernel(
+            "dense_crf_mean_field", "numpy", unary, _crf_filters("numpy", image, dtype)[:kernels], mu_t, iterations
+        )
+        assert_arrays_agree(np.asarray(target.to_numpy(q)), expected, what=f"Q after {iterations} iterations")
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_dense_crf_mean_field_with_exact_filters_agrees(backend):
+    # Filters the backend does not fuse (method="exact") still give the reference's result.
+    from segcore.nn.crf import PairwiseFilter, pairwise_features
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    unary = rng.standard_normal((99, 3))
+    filters = {
+        name: [(5.0, PairwiseFilter(get_backend(name), pairwise_features(
+            get_backend(name).xp, 9, 11, (4.0, 4.0), np.float64, image, (20.0, 20.0, 20.0)), "exact"))]
+        for name in (backend, "numpy")
+    }  # fmt: skip
+    q = run_kernel("dense_crf_mean_field", backend, unary, filters[backend], None, 3)
+    expected = run_kernel("dense_crf_mean_field", "numpy", unary, filters["numpy"], None, 3)
+    assert_arrays_agree(np.asarray(get_backend(backend).to_numpy(q)), expected, what="Q with exact filters")

@@ -97,7 +97,7 @@ def test_overridden_kernels_are_the_ones_the_issue_lists():
     expected = {
         "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d", "max_pool2d_backward",
         "interpolate_bilinear", "interpolate_bilinear_backward", "roi_align", "roi_align_backward", "roi_pool",
-        "roi_pool_backward", "nms", "permutohedral_build", "permutohedral_filter",
+        "roi_pool_backward", "nms", "permutohedral_build", "permutohedral_filter", "dense_crf_mean_field",
     }  # fmt: skip
     from segcore.kernels import reference_kernels
     from segcore_numba.cpu import KERNELS

@@ -11,7 +11,12 @@ filter with the same operator. What differs is the machinery:
 * splat scatters the points in two fixed halves, each into its own copy of the vertex values (reads of the
   ``(N, C)`` values stream; the scattered writes land in the much smaller vertex array), then adds the copies;
   blur and slice are parallel over vertices and points. Every sum runs in a fixed order, so results do not
-  depend on the number of threads.
+  depend on the number of threads;
+* ``dense_crf_mean_field`` (the whole inference of :func:`segcore.crf.dense_crf`) fuses one iteration into a
+  single pass over the points: slice both kernels' blurred lattices (normalisation and kernel weight folded
+  into the slice weights), apply the compatibility, take the softmax (float32: a vectorised Cephes ``expf``,
+  within a few ulp of ``np.exp``) and splat the new ``Q`` straight into both lattices for the next iteration,
+  so ``Q`` and the message never go through memory; then d+1 blurs per lattice.
 
 The lattice object, :class:`NumbaLattice`, has the reference lattice's ``offsets``, ``weights``, ``vertices``
 and ``neighbours`` with the same meaning (vertex numbering aside).
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["NumbaLattice", "permutohedral_build", "permutohedral_filter", "KERNELS"]
+__all__ = ["NumbaLattice", "permutohedral_build", "permutohedral_filter", "dense_crf_mean_field", "KERNELS"]
 
 # As the reference: packed keys must leave one bit of headroom below 2**63 for neighbour offsets.
 _MAX_PACKED_KEYS = 2**62
@@ -378,4 +383,228 @@ def permutohedral_filter(xp, lattice: NumbaLattice, values, *, reverse: bool = F
     return out.astype(values.dtype, copy=False)
 
 
-KERNELS = {"permutohedral_build": permutohedral_build, "permutohedral_filter": permutohedral_filter}
+# -- fused mean-field inference -----------------------------------------------------------------------------------
+# The fused pass splats the new Q into this many per-part copies of each lattice (a fixed number, so that the
+# sums do not depend on the thread count); the first blur axis adds them up.
+_FUSED_PARTS = 2
+
+
+# float32 inference takes its exponentials from _softmax_into's fast path (False: np.exp, as the reference).
+_FAST_EXP = True
+# Cephes' expf for float32 softmax: x = n ln2 + r (two-part ln2), a degree-6 polynomial for exp(r), and 2^n
+# from the exponent bits. Within 2 ulp of exp, and a plain loop that LLVM vectorises (np.exp is a libm call
+# per element). Arguments are <= 0 here; below _EXP_LOW they are clamped (exp(-87.3) ~ 1e-38, not 0).
+_EXP_LOW = np.float32(-87.3)
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_HALF32 = np.float32(0.5)
+_ONE32 = np.float32(1.0)
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+
+
+@njit(fastmath=True, cache=True)
+def _softmax_into(x, out, bits, fast):
+    """``out = softmax(x)``; ``fast`` (float32 only) uses the vectorised exp above, ``bits`` an int32 scratch."""
+    c = x.shape[0]
+    top = x[0]
+    for ch in range(1, c):
+        if x[ch] > top:
+            top = x[ch]
+    total = out.dtype.type(0)
+    if fast:
+        scale = bits.view(np.float32)
+        for ch in range(c):
+            v = max(np.float32(x[ch] - top), _EXP_LOW)
+            n = np.floor(v * _LOG2E + _HALF32)
+            r = v - n * _LN2_HI - n * _LN2_LO
+            z = r * r
+            y = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * z + r + _ONE32
+            bits[ch] = (np.int32(n) + np.int32(127)) << np.int32(23)
+            out[ch] = y
+        for ch in range(c):
+            e = out[ch] * scale[ch]
+            out[ch] = e
+            total += e
+    else:
+        for ch in range(c):
+            e = np.exp(x[ch] - top)
+            out[ch] = e
+            total += e
+    for ch in range(c):
+        out[ch] = out[ch] / total
+
+
+@njit(fastmath=True, cache=True)
+def _slice_point(blurred, offsets, weights, p, m):
+    """``m += sum_r weights[p, r] * blurred[offsets[p, r]]``."""
+    c = m.shape[0]
+    for r in range(offsets.shape[1]):
+        src = blurred[offsets[p, r]]
+        w = weights[p, r]
+        for ch in range(c):
+            m[ch] += w * src[ch]
+
+
+@njit(fastmath=True, cache=True)
+def _splat_point(part, offsets, weights, p, q):
+    c = q.shape[0]
+    for r in range(offsets.shape[1]):
+        row = part[offsets[p, r]]
+        w = weights[p, r]
+        for ch in range(c):
+            row[ch] += w * q[ch]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _fused_pass(
+    blur_a, off_a, slice_a, splat_a, parts_a, blur_b, off_b, slice_b, splat_b, parts_b, two, has_message,
+    unary, compat_t, potts, q, write_q, splat, fast_exp,
+):
+    """One mean-field update, point by point: slice the blurred lattices (``a``, and ``b`` if ``two``) into the
+    message (none if not ``has_message``), apply the compatibility, ``Q = softmax(-U -/+ ...)``, write it
+    (if ``write_q``) and, if ``splat``, splat it into part ``t`` of the lattices for the next iteration.
+    ``fast_exp`` (float32 only) takes the softmax's exponentials from the vectorised ``expf``."""
+    n, c = unary.shape
+    parts = parts_a.shape[0]
+    per = (n + parts - 1) // parts
+    for t in prange(parts):
+        part_a = parts_a[t]
+        part_b = parts_b[t]
+        if splat:
+            part_a[:, :] = 0
+            if two:
+                part_b[:, :] = 0
+        m = np.empty(c, dtype=unary.dtype)
+        x = np.empty(c, dtype=unary.dtype)
+        e = np.empty(c, dtype=unary.dtype)
+        bits = np.empty(c, dtype=np.int32)
+        for p in range(t * per, min(n, (t + 1) * per)):
+            for ch in range(c):
+                m[ch] = 0
+            if has_message:
+                _slice_point(blur_a, off_a, slice_a, p, m)
+                if two:
+                    _slice_point(blur_b, off_b, slice_b, p, m)
+            if potts:
+                for ch in range(c):
+                    x[ch] = -unary[p, ch] + m[ch]
+            else:
+                for ch in range(c):
+                    acc = unary.dtype.type(0)
+                    for l in range(c):
+                        acc += m[l] * compat_t[l, ch]
+                    x[ch] = -unary[p, ch] - acc
+            _softmax_into(x, e, bits, fast_exp)
+            if write_q:
+                for ch in range(c):
+                    q[p, ch] = e[ch]
+            if splat:
+                _splat_point(part_a, off_a, splat_a, p, e)
+                if two:
+                    _splat_point(part_b, off_b, splat_b, p, e)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _blur_axis_parts(parts, below, above, dst):
+    """``_blur_axis`` of the sum of the splat parts (added in part order; their row M is zero)."""
+    count = parts.shape[0]
+    m = parts.shape[1] - 1
+    c = parts.shape[2]
+    half = dst.dtype.type(0.5)
+    for v in prange(m):
+        a = below[v]
+        b = above[v]
+        for ch in range(c):
+            sv = parts[0, v, ch]
+            sa = parts[0, a, ch]
+            sb = parts[0, b, ch]
+            for t in range(1, count):
+                sv += parts[t, v, ch]
+                sa += parts[t, a, ch]
+                sb += parts[t, b, ch]
+            dst[v, ch] = sv + half * (sa + sb)
+    dst[m, :] = 0
+
+
+class _Plan:
+    """One kernel's lattice prepared for the fused inference: int32 vertex indices, splat / slice weights
+    with the normalisation (and the kernel weight) folded in, splat parts and blur buffers."""
+
+    def __init__(self, weight, filt, dtype, c):
+        lattice = filt.lattice
+        norm = np.asarray(filt.norm).astype(dtype, copy=False).reshape(-1, 1)
+        # n * K(n * Q) * weight: the normalisation moves into the splat and slice weights.
+        self.splat = np.ascontiguousarray(lattice.weights.astype(dtype, copy=False) * norm)
+        self.slice = np.ascontiguousarray(lattice.slice_weights.astype(dtype, copy=False) * norm * dtype.type(weight))
+        self.offsets = lattice.offsets.astype(np.int32)
+        self.neighbours = lattice.neighbours
+        self.dim = lattice.dim
+        m = lattice.num_vertices
+        self.parts = np.empty((_FUSED_PARTS, m + 1, c), dtype=dtype)
+        self.buffers = np.empty((2, m + 1, c), dtype=dtype)
+        self.blurred = self.buffers[0]
+
+    def blur(self):
+        _blur_axis_parts(self.parts, self.neighbours[0, 0], self.neighbours[0, 1], self.buffers[0])
+        current, spare = self.buffers[0], self.buffers[1]
+        for j in range(1, self.dim + 1):
+            _blur_axis(current, self.neighbours[j, 0], self.neighbours[j, 1], spare)
+            current, spare = spare, current
+        self.blurred = current
+
+
+def dense_crf_mean_field(xp, unary, filters, compat_t, iterations: int):
+    """The reference's mean-field inference with one or two permutohedral filters fused into one pass over
+    the points per iteration: slice both blurred lattices, normalise, weight, apply the compatibility, take
+    the softmax and splat the new ``Q`` straight into the lattices for the next iteration (``Q`` itself is
+    only written at the end). Exact filters, lattices of another backend or more than two kernels run the
+    reference."""
+    from segcore.kernels.crf import dense_crf_mean_field as reference
+
+    filters = list(filters)
+    if len(filters) > 2 or not all(
+        getattr(f, "method", None) == "permutohedral" and isinstance(getattr(f, "lattice", None), NumbaLattice)
+        for _, f in filters
+    ):
+        return reference(xp, unary, filters, compat_t, iterations)
+    dtype = unary.dtype
+    u = np.ascontiguousarray(unary)
+    n, c = u.shape
+    q = np.empty((n, c), dtype=dtype)
+    iterations = int(iterations) if filters else 0
+    potts = compat_t is None
+    fast_exp = _FAST_EXP and dtype == np.float32
+    mu_t = np.zeros((c, c), dtype=dtype) if potts else np.ascontiguousarray(np.asarray(compat_t), dtype=dtype)
+    if iterations <= 0:
+        # Q = softmax(-U): a pass with no message and nothing to splat into (a one-vertex dummy lattice).
+        plans = []
+    else:
+        plans = [_Plan(weight, f, dtype, c) for weight, f in filters]
+    a = plans[0] if plans else None
+    b = plans[1] if len(plans) > 1 else a
+    if a is None:
+        dummy = np.zeros((_FUSED_PARTS, 1, c), dtype=dtype)
+        offsets = np.zeros((n, 1), dtype=np.int32)
+        weights = np.zeros((n, 1), dtype=dtype)
+        args = (dummy[0], offsets, weights, weights, dummy) * 2
+        _fused_pass(*args, False, False, u, mu_t, potts, q, True, False, fast_exp)
+        return q
+    for step in range(iterations + 1):
+        if step > 0:
+            a.blur()
+            if b is not a:
+                b.blur()
+        _fused_pass(
+            a.blurred, a.offsets, a.slice, a.splat, a.parts, b.blurred, b.offsets, b.slice, b.splat, b.parts,
+            b is not a, step > 0, u, mu_t, potts, q, step == iterations, step < iterations, fast_exp,
+        )
+    return q
+
+
+KERNELS = {
+    "permutohedral_build": permutohedral_build,
+    "permutohedral_filter": permutohedral_filter,
+    "dense_crf_mean_field": dense_crf_mean_field,
+}
