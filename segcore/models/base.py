@@ -16,7 +16,14 @@ from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..nn import Module
 
-__all__ = ["SemanticSegmentationModel", "Backbone", "as_image_batch", "as_label_batch", "check_divisible"]
+__all__ = [
+    "SemanticSegmentationModel",
+    "Backbone",
+    "as_image_batch",
+    "as_label_batch",
+    "check_divisible",
+    "scaled_channels",
+]
 
 
 def as_image_batch(images, like: Module, name: str = "images") -> Tensor:
@@ -61,6 +68,11 @@ def check_divisible(x: Tensor, multiple: int, model: str) -> None:
             f"{model} needs input height and width divisible by {multiple}, got {h}x{w}; "
             f"pad or resize the images (e.g. to {-(-h // multiple) * multiple}x{-(-w // multiple) * multiple})"
         )
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels * width`` rounded, at least 1: the width multiplier every built-in model applies."""
+    return max(1, int(round(channels * width)))
 
 
 def _numpy_backend():

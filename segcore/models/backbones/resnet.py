@@ -34,6 +34,7 @@ from ...nn import (
     init,
 )
 from ..base import Backbone, as_image_batch
+from ..base import scaled_channels as scaled  # re-exported: model modules import it from here
 
 __all__ = [
     "BasicBlock",
@@ -74,10 +75,6 @@ def check_output_stride(output_stride: object, where: str) -> int:
         raise ValueError(f"{where}: output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     return int(output_stride)
 
-
-def scaled(channels: int, width: float) -> int:
-    """``channels * width`` rounded, at least 1 (the width multiplier of every segcore model)."""
-    return max(1, int(round(channels * width)))
 
 
 def _conv3x3(

@@ -19,7 +19,7 @@ import numpy as np
 from ... import functional as F
 from ...autograd import Tensor
 from ...nn import BatchNorm2d, Conv2d, Dropout, IncompatibleKeys, MaxPool2d, ReLU, Sequential
-from ..base import Backbone
+from ..base import Backbone, scaled_channels
 
 __all__ = [
     "VGG",
@@ -77,10 +77,6 @@ def check_bool(value: Any, name: str, where: str) -> bool:
         raise TypeError(f"{where}: {name} must be a bool, got {value!r}")
     return value
 
-
-def scaled_channels(channels: int, width: float) -> int:
-    """``channels * width`` rounded, at least 1 (so tiny test widths still build)."""
-    return max(1, int(round(channels * width)))
 
 
 def _conv_size(n: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
