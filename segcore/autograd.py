@@ -361,7 +361,9 @@ class Tensor:
             grad = gradient.data if isinstance(gradient, Tensor) else self.backend.asarray(gradient)
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"gradient has shape {tuple(grad.shape)}, expected {self.shape}")
-            grad = grad.astype(self.dtype)
+            # No copy when the dtype already matches: backward functions never write into their incoming
+            # gradients, and a leaf's .grad is always its own copy (see _accumulate).
+            grad = grad.astype(self.dtype, copy=False)
         with no_grad():
             _backward(self, grad, retain_graph)
 

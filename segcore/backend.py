@@ -164,6 +164,9 @@ class BackendInfo:
 def _load_numpy_namespace():
     import array_api_compat.numpy as xp
 
+    from .host_memory import keep_freed_memory
+
+    keep_freed_memory()  # reuse warm heap pages for large arrays; see segcore.host_memory for why
     return xp
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .workspace import scratch
+
 __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "KERNELS"]
 
 Pair = tuple[int, int]
@@ -55,18 +57,24 @@ def _overlap(size: int, offset: int, extent: int) -> tuple[slice, slice]:
 
 
 def _padded(xp, x, offset: Pair, extent: Pair, channels_last: bool):
-    """Zero buffer of spatial size ``extent`` with ``x`` placed at ``offset`` (negative offsets crop).
+    """Scratch buffer of spatial size ``extent`` holding ``x`` at ``offset`` (negative offsets crop), zeros
+    around it; NHWC when ``channels_last``, else NCHW. Valid until the next call (see :mod:`.workspace`).
 
     Rows and columns beyond the extent are never read by any window, so they are not copied.
     """
     n, c, h, w = x.shape
     (sh, dh), (sw, dw) = _overlap(h, offset[0], extent[0]), _overlap(w, offset[1], extent[1])
     if channels_last:
-        buf = xp.zeros((n, extent[0], extent[1], c), dtype=x.dtype)
-        buf[:, dh, dw, :] = xp.transpose(x[:, :, sh, sw], (0, 2, 3, 1))
+        buf = scratch(xp, "conv.padded", (n, extent[0], extent[1], c), x.dtype)
+        nchw = xp.moveaxis(buf, 3, 1)  # the same memory, indexed (N, C, H, W)
     else:
-        buf = xp.zeros((n, c, extent[0], extent[1]), dtype=x.dtype)
-        buf[:, :, dh, dw] = x[:, :, sh, sw]
+        buf = nchw = scratch(xp, "conv.padded", (n, c, extent[0], extent[1]), x.dtype)
+    # The buffer is reused from call to call: zero its border every time, then overwrite the interior.
+    nchw[:, :, : dh.start] = 0
+    nchw[:, :, dh.stop :] = 0
+    nchw[:, :, dh, : dw.start] = 0
+    nchw[:, :, dh, dw.stop :] = 0
+    nchw[:, :, dh, dw] = x[:, :, sh, sw]
     return buf
 
 
@@ -150,10 +158,10 @@ def _correlate(xp, x, wm, kernel_hw: Pair, out_hw: Pair, offset: Pair, stride: P
     out = xp.empty((n, g, og, ho * wo), dtype=x.dtype)
     row_elements = wo * kh * kw * c
     nb, nr = _block_shape(n, ho, row_elements)
-    cols = xp.empty((g, nb, nr, wo, kh, kw, cg), dtype=x.dtype)
+    cols = scratch(xp, "conv.cols", (g, nb, nr, wo, kh, kw, cg), x.dtype)
     # Several small images per block make one long GEMM (better BLAS efficiency than one per image) whose
     # (Og, images*pixels) result is then scattered into NCHW.
-    staging = xp.empty((g, og, nb * ho * wo), dtype=x.dtype) if nb > 1 else None
+    staging = scratch(xp, "conv.staging", (g, og, nb * ho * wo), x.dtype) if nb > 1 else None
     for images, rows in _blocks(n, ho, row_elements):
         a = _gather(xp, cols, view, images, rows)
         nbk, pixels = images.stop - images.start, a.shape[1] * a.shape[2]
@@ -218,7 +226,7 @@ def _scatter_grad_input(xp, grad_out, w, input_shape, stride: Pair, padding: Pai
     gflat = xp.reshape(grad_out, (n, g, og, ho * wo))
     row_elements = wo * kh * kw * c
     nb, nr = _block_shape(n, ho, row_elements)
-    cols = xp.empty((g, nb, nr * wo, kh * kw * cg), dtype=grad_out.dtype)
+    cols = scratch(xp, "conv.cols", (g, nb, nr * wo, kh * kw * cg), grad_out.dtype)
     for images, rows in _blocks(n, ho, row_elements):
         nbk, nrk = images.stop - images.start, rows.stop - rows.start
         a = cols[:, :nbk, : nrk * wo]
@@ -255,11 +263,11 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
     view = _patches(xp, _padded(xp, x, padding, extent, True), kh, kw, (ho, wo), stride, dilation, g)
     row_elements = wo * kh * kw * c
     nb, nr = _block_shape(n, ho, row_elements)
-    cols = xp.empty((g, nb, nr, wo, kh, kw, cg), dtype=x.dtype)
+    cols = scratch(xp, "conv.cols", (g, nb, nr, wo, kh, kw, cg), x.dtype)
     dw = part = None
     # Multi-image blocks: gather their grad_out into (G, Og, images, pixels) so that one GEMM reduces over
     # all of the block's pixels (a longer reduction runs faster than one short GEMM per image).
-    staging = xp.empty((g, og, nb, ho * wo), dtype=x.dtype) if nb > 1 else None
+    staging = scratch(xp, "conv.staging", (g, og, nb, ho * wo), x.dtype) if nb > 1 else None
     for images, rows in _blocks(n, ho, row_elements):
         a = _gather(xp, cols, view, images, rows)
         nbk, pixels = images.stop - images.start, a.shape[1] * a.shape[2]

@@ -60,7 +60,9 @@ def _probe_numba() -> str | None:
 
 def _numpy_namespace():
     import array_api_compat.numpy as xp
+    from segcore.host_memory import keep_freed_memory
 
+    keep_freed_memory()  # the same heap settings as segcore's NumPy backend (see segcore.host_memory)
     return xp
 
 
