@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import numbers
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable
@@ -268,12 +269,23 @@ class Tensor:
     def ndim(self) -> int:
         return self.data.ndim
 
-    @property
-    def size(self) -> int:
-        return int(self.data.size)
+    def size(self, dim: int | None = None):
+        """The shape, or the length of dimension ``dim`` (negative counts from the end), as torch's ``size``.
+
+        Unlike NumPy's ``size`` attribute this is not the element count; that is :meth:`numel`.
+        """
+        if dim is None:
+            return self.shape
+        if not isinstance(dim, (numbers.Integral, np.integer)) or isinstance(dim, bool):
+            raise TypeError(f"size: dim must be an int or None, got {type(dim).__name__}")
+        if not -self.ndim <= dim < self.ndim:
+            raise IndexError(
+                f"size: dim {dim} is out of range for a {self.ndim}-d tensor (expected {-self.ndim}..{self.ndim - 1})"
+            )
+        return self.shape[dim]
 
     def numel(self) -> int:
-        return self.size
+        return int(self.data.size)
 
     def dim(self) -> int:
         return self.ndim
@@ -298,7 +310,7 @@ class Tensor:
         return self.backend.to_numpy(self.data)
 
     def item(self) -> float | int | bool:
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.numpy().reshape(()).item()
 
@@ -352,7 +364,7 @@ class Tensor:
             raise RuntimeError("backward() called on a tensor that does not require grad")
         xp = self.backend.xp
         if gradient is None:
-            if self.size != 1:
+            if self.numel() != 1:
                 raise RuntimeError(
                     f"backward() without a gradient needs a one-element tensor, got shape {self.shape}"
                 )
@@ -390,8 +402,8 @@ class Tensor:
         return f"tensor({body}{''.join(', ' + e for e in extras)})"
 
     def __bool__(self) -> bool:
-        if self.size != 1:
-            raise ValueError(f"truth value of a tensor with {self.size} elements is ambiguous")
+        if self.numel() != 1:
+            raise ValueError(f"truth value of a tensor with {self.numel()} elements is ambiguous")
         return bool(self.item())
 
     def __float__(self) -> float:

@@ -218,3 +218,17 @@ def test_grad_dtype_matches_leaf_dtype():
     out.sum().backward()
     assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
     np.testing.assert_array_equal(a.grad.numpy(), [3.0, 4.0])
+
+
+def test_size_and_numel_follow_torch():
+    t = segcore.tensor(np.zeros((2, 3, 4), dtype=np.float32))
+    assert t.size() == (2, 3, 4) == t.shape
+    assert (t.size(0), t.size(-1), t.size(np.int64(1))) == (2, 4, 3)
+    assert t.numel() == 24  # NumPy's element count lives under torch's name
+    with pytest.raises(IndexError, match=r"dim 3 is out of range for a 3-d tensor \(expected -3..2\)"):
+        t.size(3)
+    with pytest.raises(IndexError, match="dim -4"):
+        t.size(-4)
+    with pytest.raises(TypeError, match="dim must be an int or None, got float"):
+        t.size(1.0)
+    assert segcore.tensor(1.0).size() == ()

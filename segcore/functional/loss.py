@@ -436,7 +436,7 @@ def _reduce_tensor(loss: Tensor, reduction: str, count=None) -> Tensor:
         return total
     xp = loss.backend.xp
     inverse = (
-        _count_inverse(xp, loss.size, loss.dtype) if count is None else _safe_inverse(xp, count.astype(loss.dtype))
+        _count_inverse(xp, loss.numel(), loss.dtype) if count is None else _safe_inverse(xp, count.astype(loss.dtype))
     )
     return total * Tensor(xp.asarray(inverse, dtype=loss.dtype), loss.backend)
 

@@ -175,7 +175,7 @@ def batch_norm(
     eps = _check_eps(op, eps)
     if not isinstance(training, (bool, np.bool_)):
         raise TypeError(f"{op}: training must be a bool, got {type(training).__name__}")
-    if training and input.size // max(channels, 1) <= 1:
+    if training and input.numel() // max(channels, 1) <= 1:
         raise ValueError(
             f"{op}: training needs more than 1 value per channel to compute a variance, got input shape {input.shape}"
         )

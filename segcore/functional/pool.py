@@ -247,7 +247,7 @@ def max_unpool2d(input: Tensor, indices: Tensor, kernel_size, stride=None, paddi
                     f"{base - s} and {base + s}"
                 )
     plane = size[0] * size[1]
-    if indices.size:
+    if indices.numel():
         # Validated up front: a bad index would otherwise write outside the plane or fail inside the kernel.
         low, high = int(indices.backend.xp.min(indices.data)), int(indices.backend.xp.max(indices.data))
         if low < 0 or high >= plane:

@@ -156,7 +156,7 @@ def _extremum(op: str, input: Tensor, dim, keepdim: bool, largest: bool):
         from .arithmetic import maximum, minimum
 
         return maximum(input, dim) if largest else minimum(input, dim)
-    if input.size == 0:
+    if input.numel() == 0:
         raise ValueError(f"{op}: cannot reduce an empty tensor of shape {input.shape}")
     if dim is None:
         if keepdim:
@@ -190,7 +190,7 @@ def min(input: Tensor, dim=None, keepdim: bool = False):
 
 def _arg_extremum(op: str, input: Tensor, dim, keepdim: bool, largest: bool) -> Tensor:
     _check_tensor(input, op)
-    if input.size == 0:
+    if input.numel() == 0:
         raise ValueError(f"{op}: cannot reduce an empty tensor of shape {input.shape}")
     xp = input.backend.xp
     find = xp.argmax if largest else xp.argmin

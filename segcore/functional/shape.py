@@ -254,7 +254,7 @@ def _fold_padding(xp, g, axis: int, left: int, right: int, mode: str):
 def reshape(input: Tensor, shape: Sequence[int]) -> Tensor:
     """``input`` with a new ``shape`` holding the same elements in row-major order; one entry may be -1."""
     _check_tensor(input, "reshape")
-    shape = _infer_shape(shape, input.size, "reshape", input.shape)
+    shape = _infer_shape(shape, input.numel(), "reshape", input.shape)
     if shape == input.shape:
         return input
     return Reshape.apply(input, shape=shape)

@@ -68,7 +68,7 @@ class Linear(Module):
 
 def _reset_weight_and_bias(weight: Tensor, bias: Tensor | None, rng: np.random.Generator) -> None:
     # torch's reset_parameters for Linear and Conv: kaiming_uniform(a=sqrt(5)) + U(+-1/sqrt(fan_in)) bias.
-    if weight.size == 0:
+    if weight.numel() == 0:
         return  # nothing to draw (torch also skips zero-element tensors)
     init.kaiming_uniform_(weight, a=math.sqrt(5), rng=rng)
     if bias is not None:

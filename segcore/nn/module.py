@@ -276,7 +276,7 @@ class Module:
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of scalar parameters, counting shared parameters once."""
-        return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # -- modes and gradients ------------------------------------------------------------------------------
     def train(self: M, mode: bool = True) -> M:

@@ -126,7 +126,7 @@ class BoxCoder:
         box_sum = sum(b.shape[0] for b in boxes)
         concat_boxes = F.cat(boxes, dim=0)
         if box_sum > 0:
-            if rel_codes.size % (4 * box_sum):
+            if rel_codes.numel() % (4 * box_sum):
                 raise ValueError(
                     f"{op}: rel_codes of shape {rel_codes.shape} cannot be split into {box_sum} rows of 4 * K codes"
                 )

@@ -108,7 +108,7 @@ def test_paper_parameter_count():
     expected += conv(7, 512, 4096) + conv(1, 4096, 4096) + conv(7, 4096, 512) + conv(1, 64, 21)
     # BatchNorm (weight and bias) after each of the 13 convs, fc6, fc7, deconv-fc6 and the 13 deconvs.
     expected += 2 * (sum(b for _, b in encoder + decoder) + 4096 + 4096 + 512)
-    assert sum(p.size for p in model.parameters()) == expected == 251_805_653
+    assert sum(p.numel() for p in model.parameters()) == expected == 251_805_653
     assert round(expected / 1e6) == 252  # the paper's "252M"
     assert sum(isinstance(m, BatchNorm2d) for m in model.modules()) == 13 + 2 + 1 + 13
     assert "backbone.features.40.weight" in model.state_dict()  # torchvision vgg16_bn layout

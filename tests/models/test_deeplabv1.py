@@ -98,7 +98,7 @@ def test_paper_parameter_count():
     expected += 9 * 512 * 1024 + 1024  # fc6: 3x3, dilation 12
     expected += 1024 * 1024 + 1024  # fc7: 1x1
     expected += 1024 * 21 + 21  # fc8
-    assert sum(p.size for p in model.parameters()) == expected == 20_505_429
+    assert sum(p.numel() for p in model.parameters()) == expected == 20_505_429
     assert round(expected / 1e6, 1) == 20.5  # the paper's Table 2 ("DeepLab-LargeFOV ... 20.5M")
     assert model.backbone.classifier[0].dilation == (12, 12)
     assert model.backbone.feature_strides["fc7"] == 8

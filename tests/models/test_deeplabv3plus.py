@@ -30,7 +30,7 @@ def batch(n=2, h=33, w=31, k=3, seed=0):
 
 
 def count(model) -> int:
-    return sum(p.size for p in model.parameters())
+    return sum(p.numel() for p in model.parameters())
 
 
 # Head parameters by hand (convs without bias are followed by BN: 2 parameters per channel).

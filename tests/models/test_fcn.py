@@ -213,7 +213,7 @@ def vgg16_fc7() -> int:
 )  # fmt: skip
 def test_paper_parameter_count(name, head):
     model = registry.build(name, rng=np.random.default_rng(0))  # paper configuration: 21 VOC classes
-    count = sum(p.size for p in model.parameters())
+    count = sum(p.numel() for p in model.parameters())
     assert count == vgg16_fc7() + head
     assert round(vgg16_fc7() / 1e6) == 134  # the paper's "134M" for the convolutionalised VGG-16
     keys = list(model.state_dict())

@@ -22,8 +22,8 @@ def ceil_div(size: int, stride: int) -> int:
 def test_parameter_count_matches_torchvision():
     # torchvision.models.mobilenet_v2(): 3,504,872 parameters, of which the classifier Linear(1280, 1000) has
     # 1280 * 1000 + 1000 = 1,281,000.
-    assert sum(p.size for p in mobilenet_v2(num_classes=1000).parameters()) == 3_504_872
-    assert sum(p.size for p in mobilenet_v2().parameters()) == 3_504_872 - 1_281_000
+    assert sum(p.numel() for p in mobilenet_v2(num_classes=1000).parameters()) == 3_504_872
+    assert sum(p.numel() for p in mobilenet_v2().parameters()) == 3_504_872 - 1_281_000
 
 
 def test_state_dict_layout_follows_torchvision():

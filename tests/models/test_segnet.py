@@ -145,7 +145,7 @@ def test_segnet_paper_parameter_count_and_layout():
     decoder = [(512, 512)] * 5 + [(512, 256), (256, 256), (256, 256), (256, 128), (128, 128), (128, 64), (64, 64)]
     bn = 2 * sum(b for _, b in encoder + decoder)
     expected = sum(conv(3, a, b) for a, b in encoder + decoder) + bn + conv(3, 64, 11)
-    assert sum(p.size for p in model.parameters()) == expected == 29_449_355
+    assert sum(p.numel() for p in model.parameters()) == expected == 29_449_355
     # The paper quotes 29.5M (its rounding is not stated); within 0.5% rules out a missing or extra layer.
     assert abs(expected - 29.5e6) < 0.005 * 29.5e6
     assert list(model.state_dict())[:7] == [
@@ -160,7 +160,7 @@ def test_segnet_basic_paper_parameter_count_and_layout():
     model = registry.build("segnet_basic", rng=np.random.default_rng(0))
     # 4 + 4 7x7 convs without bias (64 channels), 8 BNs, 1x1 classifier to 11 classes.
     expected = conv(7, 3, 64, False) + 7 * conv(7, 64, 64, False) + 8 * 2 * 64 + conv(1, 64, 11)
-    assert sum(p.size for p in model.parameters()) == expected == 1_416_075
+    assert sum(p.numel() for p in model.parameters()) == expected == 1_416_075
     for block in model.encoder:
         assert [type(m) for m in block] == [Conv2d, BatchNorm2d, ReLU]
     for block in model.decoder:

@@ -50,7 +50,7 @@ def test_paper_parameter_count_by_hand():
     for c in (512, 256, 128, 64):
         up += conv(2, 2 * c, c) + conv(3, 2 * c, c) + conv(3, c, c)  # up-conv halves, concat doubles back
     expected = down + up + conv(1, 64, 2)
-    assert sum(p.size for p in model.parameters()) == expected == 31_030_658
+    assert sum(p.numel() for p in model.parameters()) == expected == 31_030_658
     assert [(u.in_channels, u.out_channels, u.kernel_size, u.stride) for u in model.upconvs] == [
         (c, c // 2, (2, 2), (2, 2)) for c in (1024, 512, 256, 128)
     ]

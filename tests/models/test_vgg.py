@@ -43,7 +43,7 @@ def images(n: int, h: int, w: int, seed: int = 1) -> segcore.Tensor:
 )
 def test_paper_parameter_count_and_torchvision_keys(factory, batch_norm, expected):
     model = factory(num_classes=1000, rng=rng())
-    assert sum(p.size for p in model.parameters()) == expected
+    assert sum(p.numel() for p in model.parameters()) == expected
     classifier = [f"classifier.{i}.{n}" for i in (0, 3, 6) for n in ("weight", "bias")]
     assert list(model.state_dict()) == torchvision_feature_keys(batch_norm) + classifier
     # fc6/fc7/fc8 as convolutions with torchvision's Linear weights' element counts.
@@ -62,7 +62,7 @@ def test_vgg16_parameters_by_hand():
     total += 7 * 7 * 512 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000
     assert total == 138_357_544
     model = vgg16(include_fc=False, rng=rng())
-    assert sum(p.size for p in model.parameters()) == 14_714_688  # the 13 convs alone
+    assert sum(p.numel() for p in model.parameters()) == 14_714_688  # the 13 convs alone
 
 
 def test_torchvision_linear_weights_load_into_the_conv_classifier():
@@ -146,7 +146,7 @@ def test_bad_arguments(kwargs, error, match):
 def test_largefov_geometry_and_parameters():
     model = vgg16_largefov(rng=rng())
     # 13 convs + fc6 (3x3x512->1024) + fc7 (1024->1024), by hand.
-    assert sum(p.size for p in model.parameters()) == 14_714_688 + (9 * 512 * 1024 + 1024) + (1024 * 1024 + 1024)
+    assert sum(p.numel() for p in model.parameters()) == 14_714_688 + (9 * 512 * 1024 + 1024) + (1024 * 1024 + 1024)
     pools = [m for m in model.features if isinstance(m, MaxPool2d)]
     assert [(p.kernel_size, p.stride, p.padding) for p in pools] == [(3, 2, 1)] * 3 + [(3, 1, 1)] * 2
     convs = [m for m in model.features if isinstance(m, Conv2d)]

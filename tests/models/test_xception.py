@@ -45,7 +45,7 @@ def test_parameter_count_equals_the_hand_sum_of_fig_4():
     expected = stem + entry + middle + exit_
     assert (stem, entry, middle, exit_) == (19_488, 1_716_752, 25_893_504, 10_237_568)
     assert expected == 37_867_312  # ~37.9M without classifier; DeepLabv3+ adds its ~3.2M head on top
-    assert sum(p.size for p in xception65().parameters()) == expected
+    assert sum(p.numel() for p in xception65().parameters()) == expected
 
 
 def test_width_multiplier_rounds_channels_to_multiples_of_8():

@@ -80,7 +80,7 @@ def test_xavier_uniform_and_normal():
 def test_normal_uniform_and_constants():
     w = empty(400, 500)
     init.normal_(w, mean=3.0, std=0.5, rng=np.random.default_rng(0))
-    assert abs(w.numpy().mean() - 3.0) < 5 * 0.5 / math.sqrt(w.size)
+    assert abs(w.numpy().mean() - 3.0) < 5 * 0.5 / math.sqrt(w.numel())
     assert rel_err(w.numpy().std(), 0.5) < 0.01
     init.uniform_(w, -2.0, 1.0, rng=np.random.default_rng(0))
     assert w.numpy().min() >= -2.0 and w.numpy().max() <= 1.0
