@@ -8,6 +8,7 @@ and ``predict(images)`` (a list of ``H x W`` int64 label maps). Models with auxi
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -68,6 +69,19 @@ def check_divisible(x: Tensor, multiple: int, model: str) -> None:
             f"{model} needs input height and width divisible by {multiple}, got {h}x{w}; "
             f"pad or resize the images (e.g. to {-(-h // multiple) * multiple}x{-(-w // multiple) * multiple})"
         )
+
+
+def check_width(width: object, where: str, name: str = "width") -> float:
+    """``width`` (a channel multiplier, 1.0 = the paper's channel counts) as a positive float.
+
+    TypeError when it is not a real number, ValueError when it is not finite and positive; both name
+    ``where`` and the argument.
+    """
+    if not isinstance(width, numbers.Real) or isinstance(width, bool):
+        raise TypeError(f"{where}: {name} must be a positive number (1.0 = paper channel counts), got {width!r}")
+    if not np.isfinite(width) or width <= 0:
+        raise ValueError(f"{where}: {name} must be a positive number (1.0 = paper channel counts), got {width!r}")
+    return float(width)
 
 
 def scaled_channels(channels: int, width: float) -> int:

@@ -130,7 +130,7 @@ def test_input_size_errors():
     "kwargs, error, match",
     [
         ({"width": 0}, ValueError, "width"),
-        ({"width": "1"}, ValueError, "width"),
+        ({"width": "1"}, TypeError, "width"),
         ({"num_classes": 0}, ValueError, "num_classes"),
         ({"include_fc": 1}, TypeError, "include_fc"),
         ({"dropout": 1.0}, ValueError, "dropout"),

@@ -10,7 +10,6 @@ every later layer uses the multiplied one (torchvision's ResNet rule).
 
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from ... import functional as F
 from ... import nn
 from ...autograd import Tensor
-from ..base import Backbone, as_image_batch
+from ..base import Backbone, as_image_batch, check_width  # check_width re-exported
 
 __all__ = [
     "BACKBONES",
@@ -60,15 +59,6 @@ def _make_divisible(value: float, divisor: int = 8, min_value: int | None = None
     if new_value < 0.9 * value:
         new_value += divisor
     return new_value
-
-
-def check_width(width: object, owner: str, name: str = "width") -> float:
-    """``width`` as a positive float, or a TypeError/ValueError naming ``owner`` and the argument."""
-    if not isinstance(width, numbers.Real) or isinstance(width, bool):
-        raise TypeError(f"{owner}: {name} must be a positive number (1.0 = paper width), got {width!r}")
-    if not np.isfinite(width) or width <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive number (1.0 = paper width), got {width!r}")
-    return float(width)
 
 
 def check_output_stride(output_stride: object, owner: str, allowed: tuple[int, ...] = (8, 16, 32)) -> int:

@@ -14,7 +14,6 @@ stride 2), ``"res2"`` (layer1, stride 4), ``"res3"`` (layer2), ``"res4"`` (layer
 
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 from typing import Sequence
 
@@ -33,7 +32,7 @@ from ...nn import (
     Sequential,
     init,
 )
-from ..base import Backbone, as_image_batch
+from ..base import Backbone, as_image_batch, check_width  # check_width re-exported
 from ..base import scaled_channels as scaled  # re-exported: model modules import it from here
 
 __all__ = [
@@ -56,15 +55,6 @@ __all__ = [
 
 #: Output strides a ResNet can be built for (32 is the classification network; 16 and 8 dilate).
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
-
-
-def check_width(width: object, where: str) -> float:
-    """``width`` as a positive float, or a TypeError/ValueError naming ``where``."""
-    if not isinstance(width, numbers.Real) or isinstance(width, bool):
-        raise TypeError(f"{where}: width must be a positive number (channel multiplier), got {width!r}")
-    if not np.isfinite(width) or width <= 0:
-        raise ValueError(f"{where}: width must be a positive number (channel multiplier), got {width!r}")
-    return float(width)
 
 
 def check_output_stride(output_stride: object, where: str) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 from ... import functional as F
 from ...autograd import Tensor
 from ...nn import BatchNorm2d, Conv2d, Dropout, IncompatibleKeys, MaxPool2d, ReLU, Sequential
-from ..base import Backbone, scaled_channels
+from ..base import Backbone, check_width, scaled_channels  # check_width re-exported
 
 __all__ = [
     "VGG",
@@ -41,13 +41,6 @@ VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 25
 #: (kernel, stride, padding) of each of the five max-pools; VGG's are 2x2 with stride 2.
 PoolSpec = tuple[int, int, int]
 VGG_POOLS: tuple[PoolSpec, ...] = ((2, 2, 0),) * 5
-
-
-def check_width(width: Any, where: str) -> float:
-    """``width`` as a positive float (the channel multiplier of the factories), else ValueError."""
-    if not isinstance(width, numbers.Real) or isinstance(width, bool) or not np.isfinite(width) or width <= 0:
-        raise ValueError(f"{where}: width must be a positive number (1.0 = paper channel counts), got {width!r}")
-    return float(width)
 
 
 def check_rng(rng: Any, where: str) -> np.random.Generator | None:
