@@ -8,8 +8,8 @@ For each layer, in one run and interleaved so that load from other processes hit
 * segcore forward + backward (input, weight and bias gradients);
 * PyTorch CPU forward and forward + backward, when ``import torch`` works, and the segcore/torch ratios.
 
-Times are the median of ``--repeat`` runs after one warm-up. Prints a table and writes JSON to
-``benchmarks/results/conv2d.json`` (atomically). Run from the repo root: ``python benchmarks/conv2d.py``.
+Times are the median of ``--repeat`` runs after 0.1 s of untimed settling runs (benchmarks/timing.py). Prints a
+table and writes JSON to ``benchmarks/results/conv2d.json`` (atomically). Run from the repo root: ``python benchmarks/conv2d.py``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import interleaved  # noqa: E402  (benchmarks/timing.py, next to this script)
 
 from segcore.io import save_json  # noqa: E402
 import segcore  # noqa: E402
@@ -50,16 +50,6 @@ LAYERS = [
 ]
 TARGET_FRACTION_OF_MATMUL = 0.45
 TARGET_RATIO_TO_TORCH = 2.0
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: allocator, BLAS thread pool, caches
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_layer(name: str, n: int, cin: int, cout: int, size: int, repeat: int, rounds: int) -> dict:
@@ -108,13 +98,7 @@ def bench_layer(name: str, n: int, cin: int, cout: int, size: int, repeat: int, 
         columns["torch_forward"] = torch_forward
         columns["torch_forward_backward"] = torch_train
 
-    # Interleave the columns over several rounds so that a burst of load from other processes does not land
-    # on one column only; each column's time is the median over rounds of per-round medians.
-    samples: dict[str, list[float]] = {key: [] for key in columns}
-    for _ in range(rounds):
-        for key, fn in columns.items():
-            samples[key].append(median_time(fn, repeat))
-    t = {key: statistics.median(v) for key, v in samples.items()}
+    t, samples = interleaved(columns, repeat, rounds)
 
     row = {
         "layer": name,

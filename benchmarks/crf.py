@@ -9,7 +9,7 @@ that load from other processes hits every column alike:
 * ``pydensecrf``: ``DenseCRF2D`` + ``setUnaryEnergy(-log p)`` + both pairwise terms + ``inference``, when
   ``import pydensecrf.densecrf`` works (``pip install pydensecrf2``).
 
-Times are the median of ``--repeat`` runs after one warm-up, then the median over ``--rounds``. Also reports
+Times are the median of ``--repeat`` runs after 0.1 s of untimed settling runs (benchmarks/timing.py), then the median over ``--rounds``. Also reports
 how closely the two agree (argmax agreement, largest marginal difference). Prints a table and writes JSON to
 ``benchmarks/results/crf.json`` (atomically). Run from the repo root: ``python benchmarks/crf.py``.
 """
@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import interleaved  # noqa: E402  (benchmarks/timing.py, next to this script)
 
 from segcore.io import save_json  # noqa: E402
 from segcore.backend import get_backend  # noqa: E402
@@ -59,16 +59,6 @@ def photo_like(height: int, width: int, labels: int, rng: np.random.Generator) -
     probs = np.exp(logits - logits.max(axis=0))
     probs /= probs.sum(axis=0)
     return np.clip(image, 0, 255).astype(np.uint8), probs.astype(np.float32)
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: imports, allocator, caches
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 
@@ -119,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     columns: dict[str, Callable[[], object]] = {"segcore": segcore_crf, "segcore_lattices": segcore_lattices}
     if dcrf is not None:
         columns["pydensecrf"] = pydensecrf_crf
-    samples: dict[str, list[float]] = {key: [] for key in columns}
-    for _ in range(args.rounds):
-        for key, fn in columns.items():
-            samples[key].append(median_time(fn, args.repeat))
-    t = {key: statistics.median(v) for key, v in samples.items()}
+    t, samples = interleaved(columns, args.repeat, args.rounds)
 
     result: dict = {
         "setting": {"height": h, "width": w, "labels": k, "iterations": iters, "method": "permutohedral",

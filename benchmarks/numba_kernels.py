@@ -1,8 +1,8 @@
 """Speed of the ``numba`` backend's CPU kernels against the NumPy reference, side by side in one run.
 
 Three workloads (issue 8), each timed for every column in interleaved rounds so that load from other processes
-hits all columns alike (a time is the median over ``--rounds`` of the median of ``--repeat`` runs after a
-warm-up; JIT compilation happens in the warm-up):
+hits all columns alike (a time is the median over ``--rounds`` of the median of ``--repeat`` runs after 0.1 s
+of untimed settling runs, see benchmarks/timing.py, whose first call also compiles):
 
 * **RoIAlign** forward and backward (input gradient) at the kernel level: 512 RoIs, 256 channels, 7x7 bins,
   ``sampling_ratio=2``, ``spatial_scale=1/16`` on a ``(2, 256, 50, 50)`` float32 map (an 800x800 image at
@@ -26,16 +26,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import interleaved  # noqa: E402  (benchmarks/timing.py, next to this script)
 
 from segcore.backend import get_backend  # noqa: E402
 from segcore.crf import DEFAULTS, dense_crf  # noqa: E402
@@ -56,22 +56,6 @@ TARGETS = {
     "crf_ratio_numba_to_pydensecrf": 1.0,
     "conv_speedup_vs_reference": 1.0,
 }
-
-
-def interleaved(columns: dict[str, Callable[[], object]], repeat: int, rounds: int) -> dict[str, float]:
-    """Median over rounds of each column's median time; columns take turns within every round."""
-    samples: dict[str, list[float]] = {name: [] for name in columns}
-    for fn in columns.values():
-        fn()  # warm-up: JIT compilation, allocator, thread pools
-    for _ in range(rounds):
-        for name, fn in columns.items():
-            times = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            samples[name].append(statistics.median(times))
-    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def max_abs_diff(a, b) -> float:
@@ -95,7 +79,7 @@ def bench_roi_align(repeat: int, rounds: int) -> dict:
         forward, backward = backend.kernel("roi_align"), backend.kernel("roi_align_backward")
         columns[f"{name}_forward"] = lambda f=forward, xp=backend.xp: f(xp, x, rois, *params)
         columns[f"{name}_backward"] = lambda f=backward, xp=backend.xp: f(xp, grad, rois, x.shape, *params)
-    t = interleaved(columns, repeat, rounds)
+    t, _ = interleaved(columns, repeat, rounds)
     return {
         "setting": {"N": 2, "C": ROI_CHANNELS, "H": ROI_SIZE, "W": ROI_SIZE, "rois": ROI_COUNT,
                     "output_size": ROI_OUTPUT, "sampling_ratio": ROI_SAMPLING, "spatial_scale": ROI_SCALE},
@@ -145,7 +129,7 @@ def bench_crf(
             return np.array(crf.inference(iterations)).reshape(labels, height, width)
 
         columns["pydensecrf"] = pydensecrf_crf
-    t = interleaved(columns, repeat, rounds)
+    t, _ = interleaved(columns, repeat, rounds)
     q_numba, q_ref = columns["numba"](), columns["numpy"]()
     row = {
         "setting": {"height": height, "width": width, "labels": labels, "iterations": iterations, **DEFAULTS},
@@ -185,7 +169,7 @@ def bench_conv(repeat: int, rounds: int, batch: int = 8) -> list[dict]:
                 return xr.grad, wr.grad
 
             columns["torch"] = torch_step
-        t = interleaved(columns, repeat, rounds)
+        t, _ = interleaved(columns, repeat, rounds)
         outs, refs = columns["numba"](), columns["numpy"]()
         row = {
             "layer": label,

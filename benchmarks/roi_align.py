@@ -4,7 +4,8 @@ Configuration (issue 7): 512 RoIs, 256 channels, 7x7 output, ``sampling_ratio=2`
 a ``(N, 256, 50, 50)`` float32 feature map (N = 2 by default, ``--batch``), i.e. an 800x800 image at stride 16.
 Boxes are drawn with a fixed seed: sides uniform in [16, 320] pixels, placed uniformly inside the image, image
 index uniform in [0, N). Columns, interleaved over ``--rounds`` rounds so that load from other processes hits
-all of them alike (each time is the median over rounds of the median of ``--repeat`` runs after a warm-up):
+all of them alike (each time is the median over rounds of the median of ``--repeat`` runs after 0.1 s of settling,
+benchmarks/timing.py):
 
 * ``segcore fwd``: ``segcore.ops.roi_align`` under ``no_grad``;
 * ``segcore f+b``: forward with autograd, then ``backward`` of a fixed output gradient (input gradient);
@@ -24,15 +25,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import interleaved  # noqa: E402  (benchmarks/timing.py, next to this script)
 
 from segcore.io import save_json  # noqa: E402
 import segcore  # noqa: E402
@@ -46,16 +47,6 @@ except ImportError:  # torchvision is an optional comparison, never a dependency
 
 CHANNELS, SIZE, ROIS, OUTPUT, SAMPLING, SCALE, IMAGE = 256, 50, 512, 7, 2, 1 / 16, 800
 TARGET_RATIO = 3.0
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: allocator, BLAS thread pool, caches
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def make_inputs(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,11 +89,7 @@ def bench(batch: int, repeat: int, rounds: int) -> dict:
         columns["torchvision_forward"] = tv_forward
         columns["torchvision_forward_backward"] = tv_train
 
-    samples: dict[str, list[float]] = {key: [] for key in columns}
-    for _ in range(rounds):
-        for key, fn in columns.items():
-            samples[key].append(median_time(fn, repeat))
-    t = {key: statistics.median(v) for key, v in samples.items()}
+    t, samples = interleaved(columns, repeat, rounds)
 
     row = {
         "shape": {"N": batch, "C": CHANNELS, "H": SIZE, "W": SIZE, "rois": ROIS, "output_size": OUTPUT},

@@ -118,9 +118,39 @@ def test_models_move_to_numba_and_back():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_threading_layer_defaults_to_workqueue_and_respects_the_user():
-    code = "import segcore_numba.cpu, numba; print(numba.config.THREADING_LAYER)"
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert out.stdout.strip() == "workqueue", out.stderr
-    assert _run(code, NUMBA_THREADING_LAYER="omp") == "omp"
+def _layer_in_fresh_process(code_before: str = "", **env: str) -> tuple[str, str]:
+    """(threading layer after importing segcore_numba.cpu, OMP_WAIT_POLICY then) in a new interpreter."""
+    code = (
+        f"{code_before}import os, segcore_numba.cpu, numba; "
+        "print(numba.config.THREADING_LAYER, os.environ.get('OMP_WAIT_POLICY', '-'))"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    layer, policy = out.stdout.split()
+    return layer, policy
+
+
+def _has_openmp() -> bool:
+    code = "from numba.np.ufunc import omppool"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300).returncode == 0
+
+
+@pytest.mark.skipif(not _has_openmp(), reason="Numba's OpenMP layer needs an OpenMP runtime (libgomp)")
+def test_threading_layer_defaults_to_passive_openmp():
+    assert _layer_in_fresh_process() == ("omp", "PASSIVE")
+    assert _layer_in_fresh_process(OMP_WAIT_POLICY="passive") == ("omp", "PASSIVE")
+
+
+def test_spinning_openmp_is_never_chosen():
+    # Spinning OpenMP workers take the cores from OpenBLAS: a user's ACTIVE policy, or a libgomp already loaded
+    # (its policy fixed at load), makes the default the workqueue layer.
+    assert _layer_in_fresh_process(OMP_WAIT_POLICY="ACTIVE") == ("workqueue", "ACTIVE")
+    if _has_openmp():
+        preload = "from numba.np.ufunc import omppool; "
+        assert _layer_in_fresh_process(preload) == ("workqueue", "-")
+
+
+def test_a_threading_layer_the_user_chose_is_kept():
+    assert _layer_in_fresh_process(NUMBA_THREADING_LAYER="workqueue") == ("workqueue", "-")
+    assert _run("import segcore_numba.cpu, numba; print(numba.config.THREADING_LAYER)", NUMBA_THREADING_LAYER="omp") == "omp"

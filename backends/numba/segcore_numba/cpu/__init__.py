@@ -11,12 +11,46 @@ from typing import Callable
 
 import numba
 
-# The kernels alternate parallel Numba loops with multi-threaded OpenBLAS calls (im2col, then GEMM). Worker
-# threads of Numba's OpenMP layer keep spinning after a parallel loop and take the cores from OpenBLAS's threads:
-# measured 3-10x slower convolutions on 2 cores. The workqueue layer's workers sleep. A layer the user chose
-# (NUMBA_THREADING_LAYER or numba.config) is kept.
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+
+def _openmp_loaded() -> bool:
+    """Whether an OpenMP runtime (libgomp) is already mapped into this process (Linux; else assume not)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
+    except OSError:
+        return False
+
+
+def _choose_threading_layer() -> str | None:
+    """Pick Numba's threading layer unless the user did (``NUMBA_THREADING_LAYER`` or ``numba.config``).
+
+    OpenMP with passive waiting: measured the steadiest on the 2-core VMs. Numba's workqueue layer ran the same
+    RoIAlign backward at 2.1 or at 3.9 ms from call to call (its two workers often shared one core), OpenMP
+    at 2.0 ms every call. OpenMP workers must not spin, though: the kernels alternate parallel loops with
+    multi-threaded OpenBLAS calls, and spinning workers took the cores from OpenBLAS (a strided conv step
+    144 ms against 21 ms passive). libgomp reads ``OMP_WAIT_POLICY`` once, when it is loaded, so OpenMP is
+    chosen only when passive waiting can still be set (no libgomp loaded yet; the variable is then set for
+    the process unless the user set it) or is already set; otherwise, and without an OpenMP runtime, the
+    workqueue layer, whose workers sleep.
+    """
+    if "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default":
+        return None
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().upper()
+    usable = policy == "PASSIVE" or (not policy and not _openmp_loaded())
+    if usable:
+        # Set before the import below loads libgomp, which reads it then.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            from numba.np.ufunc import omppool  # noqa: F401  (fails without an OpenMP runtime)
+        except (ImportError, OSError):
+            usable = False
+            if not policy:
+                del os.environ["OMP_WAIT_POLICY"]
+    numba.config.THREADING_LAYER = "omp" if usable else "workqueue"
+    return numba.config.THREADING_LAYER
+
+
+_choose_threading_layer()
 
 from . import conv, crf, nms, pool, resample, roi  # noqa: E402  (after the threading layer is chosen)
 
