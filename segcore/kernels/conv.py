@@ -48,7 +48,10 @@ def _span(out: int, k: int, stride: int, dilation: int) -> int:
     return (out - 1) * stride + dilation * (k - 1) + 1
 
 
-def _overlap(size: int, offset: int, extent: int) -> tuple[slice, slice]:
+# overlap and padded are also the padding step of the numba backend's convolutions (segcore_numba).
+
+
+def overlap(size: int, offset: int, extent: int) -> tuple[slice, slice]:
     """Where a length-``size`` axis placed at ``offset`` lands in ``[0, extent)``: (source, destination)."""
     start, stop = max(0, offset), min(extent, offset + size)
     if stop <= start:
@@ -56,14 +59,14 @@ def _overlap(size: int, offset: int, extent: int) -> tuple[slice, slice]:
     return slice(start - offset, stop - offset), slice(start, stop)
 
 
-def _padded(xp, x, offset: Pair, extent: Pair, channels_last: bool):
+def padded(xp, x, offset: Pair, extent: Pair, channels_last: bool):
     """Scratch buffer of spatial size ``extent`` holding ``x`` at ``offset`` (negative offsets crop), zeros
     around it; NHWC when ``channels_last``, else NCHW. Valid until the next call (see :mod:`.workspace`).
 
     Rows and columns beyond the extent are never read by any window, so they are not copied.
     """
     n, c, h, w = x.shape
-    (sh, dh), (sw, dw) = _overlap(h, offset[0], extent[0]), _overlap(w, offset[1], extent[1])
+    (sh, dh), (sw, dw) = overlap(h, offset[0], extent[0]), overlap(w, offset[1], extent[1])
     if channels_last:
         buf = scratch(xp, "conv.padded", (n, extent[0], extent[1], c), x.dtype)
         nchw = xp.moveaxis(buf, 3, 1)  # the same memory, indexed (N, C, H, W)
@@ -153,8 +156,8 @@ def _correlate(xp, x, wm, kernel_hw: Pair, out_hw: Pair, offset: Pair, stride: P
     extent = (_span(ho, kh, stride[0], dilation[0]), _span(wo, kw, stride[1], dilation[1]))
     if cg == 1:
         w = xp.reshape(wm, (o, 1, kh, kw))  # with one channel per group the matrix is the weight itself
-        return _depthwise_correlate(xp, _padded(xp, x, offset, extent, False), w, out_hw, stride, dilation)
-    view = _patches(xp, _padded(xp, x, offset, extent, True), kh, kw, out_hw, stride, dilation, g)
+        return _depthwise_correlate(xp, padded(xp, x, offset, extent, False), w, out_hw, stride, dilation)
+    view = _patches(xp, padded(xp, x, offset, extent, True), kh, kw, out_hw, stride, dilation, g)
     out = xp.empty((n, g, og, ho * wo), dtype=x.dtype)
     row_elements = wo * kh * kw * c
     nb, nr = _block_shape(n, ho, row_elements)
@@ -258,9 +261,9 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
         xt = xp.swapaxes(xp.reshape(x, (n, g, cg, h * wd)), -1, -2)
         return xp.reshape(xp.sum(xp.matmul(gflat, xt), axis=0), (o, cg, 1, 1))
     if cg == 1:
-        xpad = _padded(xp, x, padding, extent, False)
+        xpad = padded(xp, x, padding, extent, False)
         return _depthwise_grad_weight(xp, xpad, grad_out, (o, cg, kh, kw), stride, dilation)
-    view = _patches(xp, _padded(xp, x, padding, extent, True), kh, kw, (ho, wo), stride, dilation, g)
+    view = _patches(xp, padded(xp, x, padding, extent, True), kh, kw, (ho, wo), stride, dilation, g)
     row_elements = wo * kh * kw * c
     nb, nr = _block_shape(n, ho, row_elements)
     cols = scratch(xp, "conv.cols", (g, nb, nr, wo, kh, kw, cg), x.dtype)

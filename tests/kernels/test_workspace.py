@@ -81,25 +81,27 @@ def test_other_namespaces_allocate_plainly():
     assert workspace.cached_bytes() == 0
 
 
-@pytest.mark.parametrize("groups, c", [(1, 4), (2, 4), (4, 4)])  # dense, grouped, depthwise
-def test_conv_kernels_ignore_stale_scratch_contents(groups, c):
-    # Poison every conv scratch buffer with NaN (larger than any use below): a border that is not zeroed
-    # again, or a stale im2col row, turns the results into NaN or wrong values.
+def poison_conv_scratch():
+    """Fill every conv scratch buffer with NaN, larger than any use in these tests."""
     for key in ("conv.padded", "conv.cols", "conv.staging"):
         workspace.scratch(xp, key, (1 << 16,), np.float64)[...] = np.nan
+
+
+@pytest.mark.parametrize("groups, c", [(1, 4), (2, 4), (4, 4)])  # dense, grouped, depthwise
+def test_conv_kernels_ignore_stale_scratch_contents(groups, c):
+    # A border that is not zeroed again, or a stale im2col row, turns the results into NaN or wrong values.
+    poison_conv_scratch()
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, c, 7, 6))
     w = rng.standard_normal((6 if groups < 4 else 4, c // groups, 3, 3))
     args = ((1, 1), (2, 1), (1, 2), groups)
     out = conv_kernels.conv2d(xp, x, w, *args)
     np.testing.assert_allclose(out, loop_conv2d(x, w, *args), rtol=1e-10, atol=1e-10)
-    for key in ("conv.padded", "conv.cols", "conv.staging"):
-        workspace.scratch(xp, key, (1 << 16,), np.float64)[...] = np.nan
+    poison_conv_scratch()
     g = rng.standard_normal(out.shape)
     dx = conv_kernels.conv2d_grad_input(xp, g, w, x.shape, *args)
     np.testing.assert_allclose(dx, loop_grad_input(g, w, x.shape, *args), rtol=1e-10, atol=1e-10)
-    for key in ("conv.padded", "conv.cols", "conv.staging"):
-        workspace.scratch(xp, key, (1 << 16,), np.float64)[...] = np.nan
+    poison_conv_scratch()
     dw = conv_kernels.conv2d_grad_weight(xp, x, g, w.shape, *args)
     np.testing.assert_allclose(dw, loop_grad_weight(x, g, w.shape, *args), rtol=1e-10, atol=1e-10)
 

@@ -59,11 +59,10 @@ def _probe_numba() -> str | None:
 
 
 def _numpy_namespace():
-    import array_api_compat.numpy as xp
-    from segcore.host_memory import keep_freed_memory
+    # The NumPy backend's own loader: the same namespace and heap settings (see segcore.host_memory).
+    from segcore.backend import _load_numpy_namespace
 
-    keep_freed_memory()  # the same heap settings as segcore's NumPy backend (see segcore.host_memory)
-    return xp
+    return _load_numpy_namespace()
 
 
 def _cpu_kernels() -> dict:

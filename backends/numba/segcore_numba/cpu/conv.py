@@ -3,8 +3,8 @@
 Same contracts as :mod:`segcore.kernels.conv` (the gradients take the output geometry from ``grad_out``, so
 ``conv_transpose2d``, which is the input gradient, is covered too). Three strategies:
 
-* grouped and dense convolutions: the input is copied once into a zero-padded channels-last buffer (in
-  parallel), then a parallel im2col gathers a block of output pixels into a ``(pixels, kh*kw*Cg)`` matrix,
+* grouped and dense convolutions: the input is copied once into a zero-padded channels-last buffer (the
+  reference kernels' own), then a parallel im2col gathers a block of output pixels into a ``(pixels, kh*kw*Cg)`` matrix,
   every kernel tap one contiguous run of channels, and one BLAS product per (block, group) through NumPy
   writes the output rows in place (several small images share one product). The weight gradient contracts
   the same matrices with ``grad_out``. The stride-1 input gradient is the same correlation, of ``grad_out``
@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import winograd
@@ -208,33 +209,17 @@ def _block_capacity(n: int, ho: int, wo: int, k: int) -> int:
     return max((i.stop - i.start) * (r.stop - r.start) * wo * k for i, r in _blocks(n, ho, wo, k))
 
 
-def _overlap(size: int, offset: int, extent: int) -> tuple[slice, slice]:
-    """Where a length-``size`` axis placed at ``offset`` lands in ``[0, extent)``: (source, destination)."""
-    start, stop = max(0, offset), min(extent, offset + size)
-    if stop <= start:
-        return slice(0, 0), slice(0, 0)
-    return slice(start - offset, stop - offset), slice(start, stop)
-
-
 def _padded_input(x, kernel: Pair, out_hw: Pair, geo: tuple):
-    """The channels-last input, zero-padded to exactly the rows and columns the output windows read: a scratch
-    buffer, valid until the next call on this thread.
+    """The channels-last input, zero-padded to exactly the rows and columns the output windows read: the
+    reference kernels' scratch copy (:func:`segcore.kernels.conv.padded`), valid until the next call on this
+    thread.
 
     Offsets may be negative (the input gradient's correlation crops). The transposing copy runs in NumPy,
     whose blocked copy loop measured 2.5-3.5x faster than a compiled element loop.
     """
     (kh, kw), (ho, wo), (sh, sw, ph, pw, dh, dw) = kernel, out_hw, geo
-    n, c, h, w = x.shape
-    hp, wp = (ho - 1) * sh + dh * (kh - 1) + 1, (wo - 1) * sw + dw * (kw - 1) + 1
-    buf = scratch(np, "numba.conv.padded", (n, hp, wp, c), x.dtype)
-    (src_h, dst_h), (src_w, dst_w) = _overlap(h, ph, hp), _overlap(w, pw, wp)
-    # The buffer is reused from call to call: zero its border every time, then overwrite the interior.
-    buf[:, : dst_h.start] = 0
-    buf[:, dst_h.stop :] = 0
-    buf[:, dst_h, : dst_w.start] = 0
-    buf[:, dst_h, dst_w.stop :] = 0
-    buf[:, dst_h, dst_w, :] = np.transpose(x[:, :, src_h, src_w], (0, 2, 3, 1))
-    return buf
+    extent = ((ho - 1) * sh + dh * (kh - 1) + 1, (wo - 1) * sw + dw * (kw - 1) + 1)
+    return padded(np, x, (ph, pw), extent, channels_last=True)
 
 
 def _gather_block(buf, images: slice, rows: slice, c0: int, cg: int, kernel: Pair, geo: tuple, wo: int, cols):

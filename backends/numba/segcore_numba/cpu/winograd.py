@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from segcore.kernels.conv import overlap
 from segcore.kernels.workspace import scratch
 
 __all__ = ["BT", "G", "AT", "BLOCK_ELEMENTS", "applies", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"]
@@ -229,14 +230,6 @@ def _grad_output_transform(g, base, tw, dm):
 # -- layout copies and the kernel transform (NumPy) --------------------------------------------------------------
 
 
-def _overlap(size: int, offset: int, extent: int) -> tuple[slice, slice]:
-    """Where a length-``size`` axis placed at ``offset`` lands in ``[0, extent)``: (source, destination)."""
-    start, stop = max(0, offset), min(extent, offset + size)
-    if stop <= start:
-        return slice(0, 0), slice(0, 0)
-    return slice(start - offset, stop - offset), slice(start, stop)
-
-
 def _fill_even_odd(dst, x, offset):
     """``dst[b, r, k, q, c] = x[b, c, r - top, 2 q + k - left]``, zero outside ``x``: channels-last with even
     and odd columns apart, one NumPy transposing copy per parity (NumPy's blocked copy loop measured faster
@@ -244,7 +237,7 @@ def _fill_even_odd(dst, x, offset):
     _, rows, _, half_cols, _ = dst.shape
     h, w = x.shape[2:]
     top, left = offset
-    src_rows, dst_rows = _overlap(h, top, rows)
+    src_rows, dst_rows = overlap(h, top, rows)
     # Scratch buffers are reused from call to call: zero the border every time, then overwrite the interior.
     dst[:, : dst_rows.start] = 0
     dst[:, dst_rows.stop :] = 0
