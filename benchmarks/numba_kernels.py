@@ -40,6 +40,13 @@ from timing import interleaved  # noqa: E402  (benchmarks/timing.py, next to thi
 from segcore.backend import get_backend  # noqa: E402
 from segcore.crf import DEFAULTS, dense_crf  # noqa: E402
 
+# torch's OpenMP workers busy-wait after each op by default and then take the cores from the numba and NumPy
+# columns; and once torch has loaded libgomp without this setting, segcore_numba can no longer choose its
+# passive OpenMP threading layer and falls back to workqueue (measured: numba conv forward+backward on the
+# 64-channel layer 47 ms without, 20 ms with). libgomp reads the variable when it is loaded, so it is set
+# before torch is imported; an explicit setting by the user wins. benchmarks/conv2d.py does the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:
     import pydensecrf.densecrf as dcrf
 except ImportError:  # an optional comparison, never a dependency

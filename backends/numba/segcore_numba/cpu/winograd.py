@@ -11,7 +11,7 @@ With ``B^T``, ``G`` and ``A^T`` below, a 4x4 input tile ``d`` and a 3x3 kernel `
 ``Y = A^T [(G g G^T) * (B^T d B)] A`` (``*`` elementwise). Summed over input channels:
 
 * forward: ``U[xi] = (G w G^T)[xi]`` ``(C, O)`` once (one small GEMM with ``kron(G, G)``); per block of tiles
-  ``V[xi] = (B^T d B)[xi]`` ``(T, C)``, 16 GEMMs ``M[xi] = V[xi] @ U[xi]`` ``(T, O)`` through NumPy/OpenBLAS,
+  ``V[xi] = (B^T d B)[xi]`` ``(T, C)``, 16 GEMMs ``M[xi] = V[xi] @ U[xi]`` ``(T, O)`` (:mod:`.gemm`),
   and ``Y = A^T M A`` into the NCHW output;
 * input gradient: the stride-1 input gradient is itself a correlation (of ``grad_out`` with the flipped kernel,
   channels swapped; :mod:`.conv` sets it up), so it runs the forward;
@@ -30,10 +30,12 @@ around the input, which also covers a negative padding (a crop, as in the input 
 the extra row and column that an odd output size computes and drops.
 
 A block is sized so that its copy, ``V`` and ``M`` stay in cache between the step that writes them and the
-one that reads them, while the GEMMs stay long enough for OpenBLAS. The copies and transforms run on the
-calling thread (compiled with ``nogil``) while the GEMMs use every core: a parallel Numba region costs about
-80 µs to start with the workqueue threading layer this backend uses (measured on the 2-core VMs), and a
-parallel version with one region per block measured no faster than this serial one.
+one that reads them, while the GEMMs stay long enough to run near peak. The GEMMs are this backend's own
+(:mod:`.gemm`, AVX-512 where the CPU has it; OpenBLAS ran its AVX2 kernels on our Zen 5 VMs, at half the
+speed) and use every core; the copies and transforms run on the calling thread (compiled with ``nogil``): a
+parallel version with one region per block measured no faster when the GEMMs were OpenBLAS's (not re-measured
+since). No OpenBLAS call remains in these kernels, so OpenBLAS's spinning worker threads never compete with
+Numba's for the cores.
 
 It serves every channel count: against this backend's im2col path (forward + both gradients, float32) it
 measured faster in every case tried, 1.06x to 9x, from 2 to 1024 channels and from 1x1 to 112x112 outputs,
@@ -49,6 +51,8 @@ from numba import njit
 
 from segcore.kernels.conv import overlap
 from segcore.kernels.workspace import scratch
+
+from .gemm import matmul
 
 __all__ = ["BT", "G", "AT", "BLOCK_ELEMENTS", "applies", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"]
 
@@ -297,7 +301,7 @@ def _kernel_transform(w, flip: bool):
     o, c = w.shape[:2]
     taps = _KRON_G[:, ::-1] if flip else _KRON_G
     u = scratch(np, "numba.winograd.u", (16, o, c), w.dtype)
-    np.matmul(np.ascontiguousarray(taps, dtype=w.dtype), w.reshape(o * c, 9).T, out=u.reshape(16, o * c))
+    matmul(np.ascontiguousarray(taps, dtype=w.dtype), w.reshape(o * c, 9).T, out=u.reshape(16, o * c))
     return u
 
 
@@ -335,7 +339,7 @@ def _correlate(x, u, offset, out_hw):
         v, m = v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
         p, base = _gather_rows(x, offset, th, tw + 1, 2, (r0, r1), "numba.winograd.input")
         _input_transform(p, base, tw, v)
-        np.matmul(v, u, out=m)
+        matmul(v, u, out=m)
         _output_transform(m, th, tw, r0, r1, out)
     return out
 
@@ -367,7 +371,6 @@ def conv2d_grad_weight(x, grad_out, padding):
     if total == 0 or wo == 0:
         return np.zeros((o, c, 3, 3), dtype=x.dtype)
     du = scratch(np, "numba.winograd.du", (16, o, c), x.dtype)
-    part = scratch(np, "numba.winograd.part", (16, o, c), x.dtype)
     rows = _block_rows(max(c, o), tw, total)
     v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), x.dtype)
     m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), x.dtype)
@@ -378,9 +381,7 @@ def conv2d_grad_weight(x, grad_out, padding):
         _input_transform(p, base, tw, v)
         g, base = _gather_rows(grad_out, (0, 0), th, tw, 0, (r0, r1), "numba.winograd.grad")
         _grad_output_transform(g, base, tw, dm)
-        # dU[xi] (O, C) += dM[xi].T @ V[xi]; BLAS reads the transposed operand in place.
-        np.matmul(dm.transpose(0, 2, 1), v, out=du if i == 0 else part)
-        if i:
-            du += part
+        # dU[xi] (O, C) += dM[xi].T @ V[xi], the transposed operand read in place.
+        matmul(dm.transpose(0, 2, 1), v, out=du, accumulate=i > 0)
     # dW[o, c] = G^T dU[:, o, c] G, for every pair at once: vec(dW) = kron(G, G)^T vec(dU).
-    return np.matmul(du.reshape(16, o * c).T, _KRON_G.astype(x.dtype)).reshape(o, c, 3, 3)
+    return matmul(du.reshape(16, o * c).T, _KRON_G.astype(x.dtype)).reshape(o, c, 3, 3)

@@ -1,0 +1,136 @@
+"""The numba backend's matrix product (``segcore_numba.cpu.gemm.matmul``).
+
+Every product is checked against the same product summed in float64 by NumPy (an independent computation),
+with shapes drawn around the register tile and the blocking sizes so that partial tiles, partial reduction
+blocks and several column blocks all occur; operands are also passed as transposed and sliced views.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segcore_numba.cpu import gemm
+
+MR, NR = gemm.tile_shape(np.float32)
+
+
+def _reference(a, b):
+    return np.matmul(a.astype(np.float64), b.astype(np.float64))
+
+
+def _close(got, want, k):
+    # float32 sums of k products of unit normals: rounding grows like sqrt(k) * eps * |terms|.
+    tol = 1e-5 * max(1.0, np.sqrt(k)) if got.dtype == np.float32 else 1e-12 * max(1.0, np.sqrt(k))
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale * 4)
+
+
+def _layout(x, kind):
+    """The same values as ``x`` in a different memory layout: C order, a transposed copy, or a slice."""
+    if kind == "c":
+        return x
+    if kind == "t":
+        return np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)
+    bigger = np.zeros(x.shape[:-1] + (x.shape[-1] + 3,), dtype=x.dtype)
+    bigger[..., 1 : 1 + x.shape[-1]] = x
+    return bigger[..., 1 : 1 + x.shape[-1]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    m=st.integers(1, 3 * MR + 1),
+    k=st.sampled_from([1, 2, 7, 255, 256, 257, 600]),
+    n=st.integers(1, 2 * NR + 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    a_kind=st.sampled_from(["c", "t", "s"]),
+    b_kind=st.sampled_from(["c", "t", "s"]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_float64_product(batch, m, k, n, dtype, a_kind, b_kind, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((batch, m, k)).astype(dtype)
+    b = rng.standard_normal((batch, k, n)).astype(dtype)
+    got = gemm.matmul(_layout(a, a_kind), _layout(b, b_kind))
+    assert got.dtype == dtype and got.shape == (batch, m, n)
+    _close(got, _reference(a, b), k)
+
+
+def test_many_column_blocks_and_two_dimensional_operands():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((2 * MR + 5, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 2 * gemm._NC + NR + 1)).astype(np.float32)
+    got = gemm.matmul(a, b)
+    assert got.shape == (a.shape[0], b.shape[1])
+    _close(got, _reference(a, b), 300)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_accumulate_adds_to_out(dtype):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((2, MR + 3, 40)).astype(dtype)
+    b = rng.standard_normal((2, 40, NR + 5)).astype(dtype)
+    start = rng.standard_normal((2, MR + 3, NR + 5)).astype(dtype)
+    out = start.copy()
+    assert gemm.matmul(a, b, out=out, accumulate=True) is out
+    _close(out, start + _reference(a, b), 40)
+    # Without accumulate, whatever out held is overwritten.
+    gemm.matmul(a, b, out=out)
+    _close(out, _reference(a, b), 40)
+
+
+def test_empty_reduction_gives_zeros_or_keeps_out():
+    a, b = np.ones((3, 0), np.float32), np.ones((0, 4), np.float32)
+    out = np.full((3, 4), 7.0, np.float32)
+    gemm.matmul(a, b, out=out, accumulate=True)
+    assert (out == 7).all()
+    gemm.matmul(a, b, out=out)
+    assert (out == 0).all()
+    assert gemm.matmul(np.ones((0, 5), np.float32), np.ones((5, 2), np.float32)).shape == (0, 2)
+
+
+def test_result_does_not_depend_on_thread_count():
+    numba = pytest.importorskip("numba")
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((1, 5 * MR, 700)).astype(np.float32)
+    b = rng.standard_normal((1, 700, 3 * NR)).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = gemm.matmul(a, b)
+        numba.set_num_threads(before)
+        many = gemm.matmul(a, b)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, many)
+
+
+@pytest.mark.parametrize(
+    "a, b, kwargs, error, words",
+    [
+        (np.ones((2, 3), np.float32), np.ones((4, 5), np.float32), {}, ValueError, "do not match"),
+        (np.ones((2, 3), np.float32), np.ones((3, 5), np.float64), {}, TypeError, "float32 and float64"),
+        (np.ones((2, 3), np.int32), np.ones((3, 5), np.int32), {}, TypeError, "int32"),
+        (np.ones((2, 3), np.float32), np.ones((1, 3, 5), np.float32), {}, ValueError, "2-D and 3-D"),
+        (np.ones((2, 3), np.float32), np.ones((3, 5), np.float32), {"accumulate": True}, ValueError, "out array"),
+        (
+            np.ones((2, 3), np.float32),
+            np.ones((3, 5), np.float32),
+            {"out": np.ones((5, 2), np.float32).T},
+            ValueError,
+            "C-contiguous",
+        ),
+        (np.ones((2, 3), np.float32)[:, ::-1], np.ones((3, 5), np.float32), {}, ValueError, "negative strides"),
+    ],
+)
+def test_bad_input_is_named(a, b, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        gemm.matmul(a, b, **kwargs)
+
+
+def test_tile_shape_follows_the_vector_width():
+    mr, nr = gemm.tile_shape(np.float64)
+    assert mr == MR and nr * 8 == NR * 4 == 2 * gemm.VECTOR_BYTES
