@@ -183,8 +183,9 @@ def _copy_rows(a, bb, i0, mr, k0, kc, height, rows):
 
 @njit(nogil=True, parallel=True, cache=True)
 def _gemm(a, b, out, a_flat, sab, sam, sak, b_flat, sbb, sbk, b_rows_contiguous, mr, nr, kc_max, nc, m_split, add):
-    """``out[p] = a[p] @ b[p]`` (``+=`` when ``add``); ``a_flat``/``b_flat`` are the operands' underlying 1-D buffers, the ``s*``
-    their element strides (batch, row, column; ``b``'s column stride is 1 when ``b_rows_contiguous``)."""
+    """``out[p] = a[p] @ b[p]`` (``+=`` when ``add``). ``a_flat``/``b_flat`` are 1-D views of the operands'
+    memory from their first element, the ``s*`` their element strides (batch, row, column; ``b``'s column
+    stride is 1 when ``b_rows_contiguous``)."""
     batch, m, k_total = a.shape
     n = b.shape[2]
     out_flat = out.reshape(out.size)
@@ -232,7 +233,9 @@ def _gemm(a, b, out, a_flat, sab, sam, sak, b_flat, sbb, sbk, b_rows_contiguous,
                         b_src, b_start, b_step = b_flat, p * sbb + k0 * sbk + j0, sbk
                     c_start = (p * m + i0) * n + j0
                     if height == mr and width == nr:
-                        _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, out_flat, c_start, n, kc, accumulate)
+                        _tile(
+                            a_src, a_start, a_row, a_col, b_src, b_start, b_step, out_flat, c_start, n, kc, accumulate
+                        )
                     else:
                         _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, tile, 0, nr, kc, False)
                         for i in range(height):
@@ -274,13 +277,13 @@ def matmul(a, b, out=None, accumulate: bool = False):
     mr, nr = tile_shape(a.dtype)
     a_flat, sa = _flat(a3)
     b_flat, sb = _flat(b3)
-    b_rows_contiguous = sb[2] == 1
     batch, m, n = shape
     column_blocks = -(-n // _NC)
     threads = numba.get_num_threads()
     row_panels = -(-m // mr)
     m_split = max(1, min(row_panels, -(-threads // (batch * column_blocks))))
-    _gemm(a3, b3, out3, a_flat, sa[0], sa[1], sa[2], b_flat, sb[0], sb[1], b_rows_contiguous, mr, nr, _KC, _NC, m_split, accumulate)
+    b_rows_contiguous = sb[2] == 1
+    _gemm(a3, b3, out3, a_flat, *sa, b_flat, sb[0], sb[1], b_rows_contiguous, mr, nr, _KC, _NC, m_split, accumulate)
     return out
 
 
