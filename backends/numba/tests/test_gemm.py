@@ -134,3 +134,27 @@ def test_bad_input_is_named(a, b, kwargs, error, words):
 def test_tile_shape_follows_the_vector_width():
     mr, nr = gemm.tile_shape(np.float64)
     assert mr == MR and nr * 8 == NR * 4 == 2 * gemm.VECTOR_BYTES
+
+
+def test_serial_product_equals_the_parallel_one():
+    # Same pieces, same summation order per element, so the same bits whichever thread computes a piece.
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((2, 4 * MR + 5, 300)).astype(np.float32)
+    b = rng.standard_normal((2, 300, 2 * NR + 7)).astype(np.float32)
+    np.testing.assert_array_equal(gemm.matmul(a, b, parallel=False), gemm.matmul(a, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_transposed", [False, True])
+@pytest.mark.parametrize("add", [False, True])
+def test_compiled_entry_matches_float64_product(dtype, a_transposed, add):
+    # matmul_into is what compiled kernels call: C-contiguous operands, A optionally stored transposed.
+    rng = np.random.default_rng(7)
+    batch, m, k, n = 3, 2 * MR + 5, 257, NR + 3
+    a = rng.standard_normal((batch, m, k)).astype(dtype)
+    b = rng.standard_normal((batch, k, n)).astype(dtype)
+    stored = np.ascontiguousarray(np.swapaxes(a, 1, 2)) if a_transposed else a
+    start = rng.standard_normal((batch, m, n)).astype(dtype)
+    out = start.copy()
+    gemm.matmul_into(stored, b, out, add, a_transposed)
+    _close(out, _reference(a, b) + (start if add else 0), k)

@@ -271,3 +271,29 @@ def test_other_convolutions_fall_back_to_im2col(spy, kernel, stride, dilation, g
 def test_only_float32_and_float64_qualify():
     assert winograd.applies((8, 8, 3, 3), (1, 1), (1, 1), 1, np.float64)
     assert not winograd.applies((8, 8, 3, 3), (1, 1), (1, 1), 1, np.float16)
+
+
+def test_thread_shares_give_reproducible_results():
+    # The tile rows are split into one share per thread. Each output element of the forward and the input
+    # gradient is summed by one thread in a fixed order: the same bits for any thread count. The weight
+    # gradient adds the shares' partial sums in share order: the same bits from run to run.
+    numba = pytest.importorskip("numba")
+    xp, (conv, conv_gi, conv_gw) = _kernels()
+    x, k, g = _operands(3, 5, 6, 9, 8, (1, 1), np.float32, seed=4)
+    args = ((1, 1), (1, 1), *DILATION_GROUPS)
+
+    def run():
+        return conv(xp, x, k, *args), conv_gi(xp, g, k, x.shape, *args), conv_gw(xp, x, g, k.shape, *args)
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        alone = run()
+    finally:
+        numba.set_num_threads(before)
+    shared, again = run(), run()
+    np.testing.assert_array_equal(alone[0], shared[0])
+    np.testing.assert_array_equal(alone[1], shared[1])
+    np.testing.assert_allclose(alone[2], shared[2], rtol=1e-5, atol=1e-5)
+    for a, b in zip(shared, again):
+        np.testing.assert_array_equal(a, b)

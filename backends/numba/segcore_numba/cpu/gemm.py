@@ -36,7 +36,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["matmul", "VECTOR_BYTES", "tile_shape"]
+__all__ = ["matmul", "matmul_into", "VECTOR_BYTES", "tile_shape"]
 
 
 def _host_vector_bytes() -> int:
@@ -67,6 +67,93 @@ def tile_shape(dtype) -> tuple[int, int]:
     return _MR, _NV * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
+def _tile_function(module, pointer, size: int, index, flag):
+    """The register tile as an LLVM function of ``module`` (made on first use), kept out of line.
+
+    Why out of line: inlined into a caller that passes constant strides and block sizes, LLVM re-optimised
+    the loop for those constants and spilled accumulators to the stack; the tile then ran at about half speed
+    (90 to 150 against 250 GFLOP/s on one core, a GEMM called from a compiled block loop). As its own function,
+    never inlined nor specialised, it compiles to the same loop for every caller.
+    """
+    scalar = pointer.pointee
+    lanes = VECTOR_BYTES // size
+    suffix = "f32" if size == 4 else "f64"
+    name = f"segcore_gemm_tile_{_MR}x{_NV}_v{lanes}{suffix}"
+    if name in module.globals:
+        return module.globals[name]
+    operands = [pointer, index, index, index, pointer, index, index, pointer, index, index, index, flag]
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), operands), name)
+    # linkonce_odr: modules that each define it link without a clash, and, unlike an internal function, LLVM
+    # may not specialise its body for a caller's constant arguments.
+    function.linkage = "linkonce_odr"
+    function.attributes.add("noinline")
+    a_data, a0v, samv, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag = function.args
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    vec = ir.VectorType(scalar, lanes)
+    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}{suffix}")
+    zero_vec = ir.Constant(vec, [0.0] * lanes)
+    undefined = ir.Constant(vec, ir.Undefined)
+    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+    def const(v):
+        return ir.Constant(index, v)
+
+    def vector_at(data, offset):
+        return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
+
+    # Row starts of ``a`` are loop-invariant: a0 + i*sam.
+    rows = [builder.add(a0v, builder.mul(const(i), samv)) for i in range(_MR)]
+    entry = builder.block
+    loop = function.append_basic_block("tile_k")
+    after = function.append_basic_block("tile_store")
+    builder.branch(loop)
+
+    builder.position_at_end(loop)
+    k = builder.phi(index)
+    k.add_incoming(const(0), entry)
+    accumulators = [builder.phi(vec) for _ in range(_MR * _NV)]
+    for phi in accumulators:
+        phi.add_incoming(zero_vec, entry)
+    b_row = builder.add(b0v, builder.mul(k, sbkv))
+    b_vectors = [
+        builder.load(vector_at(b_data, builder.add(b_row, const(v * lanes))), align=size) for v in range(_NV)
+    ]
+    a_step = builder.mul(k, sakv)
+    updated = []
+    for i in range(_MR):
+        element = builder.load(builder.gep(a_data, [builder.add(rows[i], a_step)]))
+        splat = builder.shuffle_vector(
+            builder.insert_element(undefined, element, ir.Constant(ir.IntType(32), 0)), undefined, splat_mask
+        )
+        for v in range(_NV):
+            updated.append(builder.call(fma, [splat, b_vectors[v], accumulators[i * _NV + v]]))
+    for phi, value in zip(accumulators, updated):
+        phi.add_incoming(value, loop)
+    following = builder.add(k, const(1))
+    k.add_incoming(following, loop)
+    builder.cbranch(builder.icmp_signed("<", following, kcv), loop, after)
+
+    builder.position_at_end(after)
+    store_set = function.append_basic_block("tile_set")
+    store_add = function.append_basic_block("tile_add")
+    done = function.append_basic_block("tile_done")
+    builder.cbranch(acc_flag, store_add, store_set)
+    for block, add in ((store_set, False), (store_add, True)):
+        builder.position_at_end(block)
+        for i in range(_MR):
+            row = builder.add(c0v, builder.mul(const(i), ldcv))
+            for v in range(_NV):
+                pointer = vector_at(c_data, builder.add(row, const(v * lanes)))
+                value = updated[i * _NV + v]
+                if add:
+                    value = builder.fadd(builder.load(pointer, align=size), value)
+                builder.store(value, pointer, align=size)
+        builder.branch(done)
+    builder.position_at_end(done)
+    builder.ret_void()
+    return function
+
+
 @intrinsic
 def _tile(typingctx, a, a0, sam, sak, b, b0, sbk, c, c0, ldc, kc, accumulate):
     """``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[a0 + i*sam + k*sak] * b[b0 + k*sbk + j]`` for ``i < MR``,
@@ -85,171 +172,139 @@ def _tile(typingctx, a, a0, sam, sak, b, b0, sbk, c, c0, ldc, kc, accumulate):
         a_data = context.make_array(signature.args[0])(context, builder, a_arr).data
         b_data = context.make_array(signature.args[4])(context, builder, b_arr).data
         c_data = context.make_array(signature.args[7])(context, builder, c_arr).data
-        scalar = a_data.type.pointee
         size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        lanes = VECTOR_BYTES // size
-        vec = ir.VectorType(scalar, lanes)
-        suffix = "f32" if size == 4 else "f64"
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}{suffix}"
-        )
-        index = a0v.type
-        zero_vec = ir.Constant(vec, [0.0] * lanes)
-        undefined = ir.Constant(vec, ir.Undefined)
-        splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-
-        def const(v):
-            return ir.Constant(index, v)
-
-        def vector_at(data, offset):
-            pointer = builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
-            return pointer
-
-        # Row starts of ``a`` are loop-invariant: a0 + i*sam.
-        rows = [builder.add(a0v, builder.mul(const(i), samv)) for i in range(_MR)]
-        entry = builder.block
-        function = builder.function
-        loop = function.append_basic_block("tile_k")
-        after = function.append_basic_block("tile_store")
-        builder.branch(loop)
-
-        builder.position_at_end(loop)
-        k = builder.phi(index)
-        k.add_incoming(const(0), entry)
-        accumulators = [builder.phi(vec) for _ in range(_MR * _NV)]
-        for phi in accumulators:
-            phi.add_incoming(zero_vec, entry)
-        b_row = builder.add(b0v, builder.mul(k, sbkv))
-        b_vectors = [
-            builder.load(vector_at(b_data, builder.add(b_row, const(v * lanes))), align=size) for v in range(_NV)
-        ]
-        a_step = builder.mul(k, sakv)
-        updated = []
-        for i in range(_MR):
-            element = builder.load(builder.gep(a_data, [builder.add(rows[i], a_step)]))
-            splat = builder.shuffle_vector(
-                builder.insert_element(undefined, element, ir.Constant(ir.IntType(32), 0)), undefined, splat_mask
-            )
-            for v in range(_NV):
-                updated.append(builder.call(fma, [splat, b_vectors[v], accumulators[i * _NV + v]]))
-        for phi, value in zip(accumulators, updated):
-            phi.add_incoming(value, loop)
-        following = builder.add(k, const(1))
-        k.add_incoming(following, loop)
-        builder.cbranch(builder.icmp_signed("<", following, kcv), loop, after)
-
-        builder.position_at_end(after)
-        store_set = function.append_basic_block("tile_set")
-        store_add = function.append_basic_block("tile_add")
-        done = function.append_basic_block("tile_done")
-        builder.cbranch(acc_flag, store_add, store_set)
-        for block, add in ((store_set, False), (store_add, True)):
-            builder.position_at_end(block)
-            for i in range(_MR):
-                row = builder.add(c0v, builder.mul(const(i), ldcv))
-                for v in range(_NV):
-                    pointer = vector_at(c_data, builder.add(row, const(v * lanes)))
-                    value = updated[i * _NV + v]
-                    if add:
-                        value = builder.fadd(builder.load(pointer, align=size), value)
-                    builder.store(value, pointer, align=size)
-            builder.branch(done)
-        builder.position_at_end(done)
+        function = _tile_function(builder.module, a_data.type, size, a0v.type, acc_flag.type)
+        builder.call(function, [a_data, a0v, samv, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag])
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @njit(nogil=True, cache=True)
-def _copy_panel(b, bb, k0, kc, j0, nr, width, panel):
-    """``panel[k*width + j] = b[bb, k0 + k, j0 + j]`` for ``k < kc``, ``j < nr``; zeros for ``nr <= j < width``."""
+def _copy_panel(b, b0, sbk, sbn, kc, nr, width, panel):
+    """``panel[k*width + j] = b[b0 + k*sbk + j*sbn]`` for ``k < kc``, ``j < nr``; zeros for ``nr <= j < width``."""
     for k in range(kc):
         for j in range(nr):
-            panel[k * width + j] = b[bb, k0 + k, j0 + j]
+            panel[k * width + j] = b[b0 + k * sbk + j * sbn]
         for j in range(nr, width):
             panel[k * width + j] = 0
 
 
 @njit(nogil=True, cache=True)
-def _copy_rows(a, bb, i0, mr, k0, kc, height, rows):
-    """``rows[i*kc + k] = a[bb, i0 + i, k0 + k]`` for ``i < mr``, ``k < kc``; zeros for ``mr <= i < height``."""
+def _copy_rows(a, a0, sam, sak, mr, kc, height, rows):
+    """``rows[i*kc + k] = a[a0 + i*sam + k*sak]`` for ``i < mr``, ``k < kc``; zeros for ``mr <= i < height``."""
     for i in range(mr):
         for k in range(kc):
-            rows[i * kc + k] = a[bb, i0 + i, k0 + k]
+            rows[i * kc + k] = a[a0 + i * sam + k * sak]
     for i in range(mr, height):
         for k in range(kc):
             rows[i * kc + k] = 0
 
 
-@njit(nogil=True, parallel=True, cache=True)
-def _gemm(a, b, out, a_flat, sab, sam, sak, b_flat, sbb, sbk, b_rows_contiguous, mr, nr, kc_max, nc, m_split, add):
-    """``out[p] = a[p] @ b[p]`` (``+=`` when ``add``). ``a_flat``/``b_flat`` are 1-D views of the operands'
-    memory from their first element, the ``s*`` their element strides (batch, row, column; ``b``'s column
-    stride is 1 when ``b_rows_contiguous``)."""
-    batch, m, k_total = a.shape
-    n = b.shape[2]
-    out_flat = out.reshape(out.size)
+@njit(nogil=True, cache=True)
+def _gemm_piece(piece, m, k_total, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add):
+    """Piece ``piece`` of ``out[p] = a[p] @ b[p]`` (``+=`` when ``add``) for ``(m, k_total) @ (k_total, n)``
+    matrices: one matrix of the batch, one block of ``nc`` columns, one of ``m_split`` bands of its row panels.
+    ``out`` is the C-contiguous result's memory as a 1-D array; ``a`` and ``b`` are 1-D views of the operands'
+    memory from their first element, the ``s*`` their element strides (batch, row, column)."""
     column_blocks = (n + nc - 1) // nc
     row_panels = (m + mr - 1) // mr
-    pieces = batch * column_blocks * m_split
-    for piece in prange(pieces):
-        p = piece // (column_blocks * m_split)
-        rest = piece % (column_blocks * m_split)
-        jc = (rest // m_split) * nc
-        part = rest % m_split
-        # Row panels of this piece: a contiguous share of the matrix's panels.
-        first = part * row_panels // m_split
-        last = (part + 1) * row_panels // m_split
-        columns = min(nc, n - jc)
-        panels = (columns + nr - 1) // nr
-        packed = np.empty(panels * kc_max * nr, dtype=out.dtype)
-        edge_rows = np.empty(mr * kc_max, dtype=out.dtype)
-        tile = np.empty(mr * nr, dtype=out.dtype)
-        for k0 in range(0, k_total, kc_max):
-            kc = min(kc_max, k_total - k0)
-            accumulate = add or k0 > 0
-            # b's panels for this column block: in place when whole and row-contiguous, else copied.
+    p = piece // (column_blocks * m_split)
+    rest = piece % (column_blocks * m_split)
+    jc = (rest // m_split) * nc
+    part = rest % m_split
+    # Row panels of this piece: a contiguous share of the matrix's panels.
+    first = part * row_panels // m_split
+    last = (part + 1) * row_panels // m_split
+    columns = min(nc, n - jc)
+    panels = (columns + nr - 1) // nr
+    packed = np.empty(panels * kc_max * nr, dtype=out.dtype)
+    edge_rows = np.empty(mr * kc_max, dtype=out.dtype)
+    tile = np.empty(mr * nr, dtype=out.dtype)
+    for k0 in range(0, k_total, kc_max):
+        kc = min(kc_max, k_total - k0)
+        accumulate = add or k0 > 0
+        # b's panels for this column block: in place when whole and row-contiguous, else copied.
+        for q in range(panels):
+            j0 = jc + q * nr
+            width = min(nr, n - j0)
+            if width < nr or sbn != 1:
+                panel = packed[q * kc_max * nr : (q + 1) * kc_max * nr]
+                _copy_panel(b, p * sbb + k0 * sbk + j0 * sbn, sbk, sbn, kc, width, nr, panel)
+        # Row panel outermost: its band of ``a`` (MR x KC) stays in the level-1 cache while it meets every
+        # column panel of the piece (those stay in level 2).
+        for r in range(first, last):
+            i0 = r * mr
+            height = min(mr, m - i0)
+            a_start = p * sab + i0 * sam + k0 * sak
+            if height < mr:
+                _copy_rows(a, a_start, sam, sak, height, kc, mr, edge_rows)
+                a_src, a_start, a_row, a_col = edge_rows, 0, kc, 1
+            else:
+                a_src, a_row, a_col = a, sam, sak
             for q in range(panels):
                 j0 = jc + q * nr
                 width = min(nr, n - j0)
-                if width < nr or not b_rows_contiguous:
-                    _copy_panel(b, p, k0, kc, j0, width, nr, packed[q * kc_max * nr : (q + 1) * kc_max * nr])
-            # Row panel outermost: its band of ``a`` (MR x KC) stays in the level-1 cache while it meets every
-            # column panel of the piece (those stay in level 2).
-            for r in range(first, last):
-                i0 = r * mr
-                height = min(mr, m - i0)
-                if height < mr:
-                    _copy_rows(a, p, i0, height, k0, kc, mr, edge_rows)
-                    a_src, a_start, a_row, a_col = edge_rows, 0, kc, 1
+                if width < nr or sbn != 1:
+                    b_src, b_start, b_step = packed, q * kc_max * nr, nr
                 else:
-                    a_src, a_start, a_row, a_col = a_flat, p * sab + i0 * sam + k0 * sak, sam, sak
-                for q in range(panels):
-                    j0 = jc + q * nr
-                    width = min(nr, n - j0)
-                    if width < nr or not b_rows_contiguous:
-                        b_src, b_start, b_step = packed, q * kc_max * nr, nr
-                    else:
-                        b_src, b_start, b_step = b_flat, p * sbb + k0 * sbk + j0, sbk
-                    c_start = (p * m + i0) * n + j0
-                    if height == mr and width == nr:
-                        _tile(
-                            a_src, a_start, a_row, a_col, b_src, b_start, b_step, out_flat, c_start, n, kc, accumulate
-                        )
-                    else:
-                        _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, tile, 0, nr, kc, False)
-                        for i in range(height):
-                            for j in range(width):
-                                if accumulate:
-                                    out_flat[c_start + i * n + j] += tile[i * nr + j]
-                                else:
-                                    out_flat[c_start + i * n + j] = tile[i * nr + j]
+                    b_src, b_start, b_step = b, p * sbb + k0 * sbk + j0, sbk
+                c_start = (p * m + i0) * n + j0
+                if height == mr and width == nr:
+                    _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, out, c_start, n, kc, accumulate)
+                else:
+                    _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, tile, 0, nr, kc, False)
+                    for i in range(height):
+                        for j in range(width):
+                            if accumulate:
+                                out[c_start + i * n + j] += tile[i * nr + j]
+                            else:
+                                out[c_start + i * n + j] = tile[i * nr + j]
 
 
-def matmul(a, b, out=None, accumulate: bool = False):
+@njit(nogil=True, parallel=True, cache=True)
+def _gemm_parallel(pieces, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add):
+    """Every piece of the product (see :func:`_gemm_piece`), shared among Numba's threads."""
+    for piece in prange(pieces):
+        _gemm_piece(piece, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add)
+
+
+@njit(nogil=True, cache=True)
+def _gemm_serial(pieces, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add):
+    """Every piece of the product, in order, on the calling thread (no parallel region: safe to call from
+    several Python threads at once under any threading layer)."""
+    for piece in range(pieces):
+        _gemm_piece(piece, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add)
+
+
+@njit(nogil=True, cache=True)
+def matmul_into(a, b, out, add, a_transposed):
+    """``out[p] = A[p] @ b[p]`` (``+=`` when ``add``) on the calling thread, with ``A = a`` or, when
+    ``a_transposed``, ``A[p] = a[p].T`` (read in place). For compiled callers: C-contiguous 3-D arrays of one
+    float dtype whose shapes match, and a reduction of at least one term (not checked; :func:`matmul` is the
+    checked entry).
+
+    Numba's on-disk cache keeps a compiled caller's copy of this code and checks only the caller's own source
+    file: after editing this module, delete the ``__pycache__`` ``.nbi``/``.nbc`` files of its callers.
+    """
+    if a_transposed:
+        batch, k, m = a.shape
+        sam, sak = 1, m
+    else:
+        batch, m, k = a.shape
+        sam, sak = k, 1
+    n = b.shape[2]
+    nr = _NV * VECTOR_BYTES // a.itemsize
+    pieces = batch * ((n + _NC - 1) // _NC)
+    flat_out, flat_a, flat_b = out.reshape(out.size), a.reshape(a.size), b.reshape(b.size)
+    _gemm_serial(pieces, m, k, n, flat_out, flat_a, m * k, sam, sak, flat_b, k * n, n, 1, _MR, nr, _KC, _NC, 1, add)
+
+
+def matmul(a, b, out=None, accumulate: bool = False, parallel: bool = True):
     """``a @ b`` for 2-D or 3-D (batched) float32/float64 arrays of one dtype, written to ``out`` (C-contiguous;
     new when ``None``), or added to it when ``accumulate``. Operands may be any views with non-negative strides
-    (transposed, sliced); they must not overlap ``out``."""
+    (transposed, sliced); they must not overlap ``out``. ``parallel=False`` runs on the calling thread only, for
+    callers that share the work among threads themselves."""
     if a.ndim != b.ndim or a.ndim not in (2, 3):
         raise ValueError(f"matmul expects two 2-D or two 3-D arrays, got {a.ndim}-D and {b.ndim}-D")
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
@@ -279,11 +334,13 @@ def matmul(a, b, out=None, accumulate: bool = False):
     b_flat, sb = _flat(b3)
     batch, m, n = shape
     column_blocks = -(-n // _NC)
-    threads = numba.get_num_threads()
+    threads = numba.get_num_threads() if parallel else 1
     row_panels = -(-m // mr)
     m_split = max(1, min(row_panels, -(-threads // (batch * column_blocks))))
-    b_rows_contiguous = sb[2] == 1
-    _gemm(a3, b3, out3, a_flat, *sa, b_flat, sb[0], sb[1], b_rows_contiguous, mr, nr, _KC, _NC, m_split, accumulate)
+    pieces = batch * column_blocks * m_split
+    run = _gemm_parallel if threads > 1 else _gemm_serial
+    k = a3.shape[2]
+    run(pieces, m, k, n, out.reshape(out.size), a_flat, *sa, b_flat, *sb, mr, nr, _KC, _NC, m_split, accumulate)
     return out
 
 

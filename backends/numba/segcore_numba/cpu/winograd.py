@@ -29,13 +29,19 @@ channels-last back into NCHW in the same pass. Padding is never a separate pass:
 around the input, which also covers a negative padding (a crop, as in the input gradient's correlation) and
 the extra row and column that an odd output size computes and drops.
 
+Threads: the tile rows are split into one contiguous share per Numba thread (:mod:`.shares`), and each thread
+runs its share block by block: the NumPy copy, then one compiled call that does the transforms and the GEMMs
+(this backend's own, :mod:`.gemm`, on that thread only) with no Python in between. Nothing is shared inside a
+share, so the copies and transforms run in parallel as well as the GEMMs; on the 64-channel 56x56 layer of
+``benchmarks/numba_kernels.py`` forward + both gradients went from 18 ms (transforms on the calling thread,
+each GEMM a parallel region) to 11–12 ms. Each output element is computed by one thread in a fixed order,
+so the forward and input gradient do not depend on the thread count; the weight gradient adds the shares'
+partial sums in share order, the same on every run with the same thread count. The GEMMs use AVX-512 where
+the CPU has it (OpenBLAS ran its AVX2 kernels on our Zen 5 VMs, at half the speed), and no OpenBLAS call
+remains, so OpenBLAS's spinning worker threads never compete with these threads for the cores.
+
 A block is sized so that its copy, ``V`` and ``M`` stay in cache between the step that writes them and the
-one that reads them, while the GEMMs stay long enough to run near peak. The GEMMs are this backend's own
-(:mod:`.gemm`, AVX-512 where the CPU has it; OpenBLAS ran its AVX2 kernels on our Zen 5 VMs, at half the
-speed) and use every core; the copies and transforms run on the calling thread (compiled with ``nogil``): a
-parallel version with one region per block measured no faster when the GEMMs were OpenBLAS's (not re-measured
-since). No OpenBLAS call remains in these kernels, so OpenBLAS's spinning worker threads never compete with
-Numba's for the cores.
+one that reads them, while the GEMMs stay long enough to run near peak.
 
 It serves every channel count: against this backend's im2col path (forward + both gradients, float32) it
 measured faster in every case tried, 1.06x to 9x, from 2 to 1024 channels and from 1x1 to 112x112 outputs,
@@ -52,7 +58,8 @@ from numba import njit
 from segcore.kernels.conv import overlap
 from segcore.kernels.workspace import scratch
 
-from .gemm import matmul
+from .gemm import matmul, matmul_into
+from .shares import run_shares
 
 __all__ = ["BT", "G", "AT", "BLOCK_ELEMENTS", "applies", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"]
 
@@ -69,9 +76,9 @@ _KRON_G = np.kron(G, G)
 _BT_TERMS = ((0, 2, -1), (1, 2, 1), (2, 1, -1), (1, 3, -1))
 
 #: Elements of the larger of a block's ``V`` (16 * tiles * C) and ``M`` (16 * tiles * O). 2**20 (4 MiB of
-#: float32) measured best on the benchmark's 64..256-channel layers: smaller blocks shorten the GEMMs (below
-#: ~500 tiles OpenBLAS slows down), larger ones fall out of cache. Tests lower it to exercise several blocks
-#: and a partial last one.
+#: float32) measured best, or within 4%, on the benchmark's 64..256-channel layers against 2**17 to 2**21
+#: (each block also costs a NumPy copy and a few Python calls, which small blocks multiply). Tests lower it to exercise several
+#: blocks and a partial last one.
 BLOCK_ELEMENTS = 1 << 20
 
 
@@ -231,6 +238,30 @@ def _grad_output_transform(g, base, tw, dm):
             )
 
 
+# -- one block of tile rows, each step compiled into one call (no Python between them) -----------------------------
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _correlate_block(p, base, u, th, tw, r0, v, m, out):
+    """Tile rows ``r0 .. r0 + len(base)`` of the correlation: ``V`` (input transform of ``p``, ``base`` as for
+    :func:`_input_transform`), ``M[xi] = V[xi] @ u[xi]`` with ``u`` ``(16, C, O)``, and ``A^T M A`` into
+    ``out``. ``v`` and ``m`` are ``(16, tiles, C)`` and ``(16, tiles, O)``, C-contiguous."""
+    _input_transform(p, base, tw, v)
+    matmul_into(v, u, m, False, False)
+    _output_transform(m, th, tw, r0, r0 + base.shape[0], out)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _weight_grad_block(p, p_base, g, g_base, tw, v, dm, du, accumulate):
+    """``du[xi] (+)= dM[xi]^T @ V[xi]`` over the tiles of one block: ``V`` the input transform of ``p``, ``dM`` the
+    output-gradient transform of ``g`` (each with its row starts, see :func:`_input_transform` and
+    :func:`_grad_output_transform`). ``+=`` when ``accumulate``."""
+    _input_transform(p, p_base, tw, v)
+    _grad_output_transform(g, g_base, tw, dm)
+    # dm (16, tiles, O) read in place as its transpose (O, tiles): the tiles are the long reduction.
+    matmul_into(dm, v, du, accumulate, True)
+
+
 # -- layout copies and the kernel transform (NumPy) --------------------------------------------------------------
 
 
@@ -309,13 +340,16 @@ def _kernel_transform(w, flip: bool):
 
 
 def _block_rows(channels: int, tw: int, total: int) -> int:
-    """Tile rows per block: a ``(16, rows * tw, channels)`` matrix fits :data:`BLOCK_ELEMENTS`."""
-    return max(1, min(total, BLOCK_ELEMENTS // (16 * channels * tw)))
+    """Tile rows per block: ``total`` rows in as few near-equal blocks as keep a ``(16, rows * tw, channels)``
+    matrix within :data:`BLOCK_ELEMENTS`."""
+    most = max(1, min(total, BLOCK_ELEMENTS // (16 * channels * tw)))
+    return -(-total // -(-total // most))
 
 
-def _blocks(total: int, rows: int):
-    for r0 in range(0, total, rows):
-        yield r0, min(total, r0 + rows)
+def _blocks(first: int, stop: int, rows: int):
+    """``(r0, r1)`` ranges of at most ``rows`` tile rows covering ``first..stop``."""
+    for r0 in range(first, stop, rows):
+        yield r0, min(stop, r0 + rows)
 
 
 def _correlate(x, u, offset, out_hw):
@@ -329,25 +363,28 @@ def _correlate(x, u, offset, out_hw):
     out = np.empty((n, o, ho, wo), dtype=x.dtype)
     if out.size == 0:
         return out
-    total = n * th
-    rows = _block_rows(max(c, o), tw, total)
-    v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), x.dtype)
-    m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), x.dtype)
-    for r0, r1 in _blocks(total, rows):
-        t = (r1 - r0) * tw
-        # Prefixes of the flat buffers: contiguous (16, t, channels) matrices for the GEMMs.
-        v, m = v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
-        p, base = _gather_rows(x, offset, th, tw + 1, 2, (r0, r1), "numba.winograd.input")
-        _input_transform(p, base, tw, v)
-        matmul(v, u, out=m)
-        _output_transform(m, th, tw, r0, r1, out)
+    u = np.ascontiguousarray(u)  # the compiled GEMM reads C-contiguous operands; u is small
+
+    def share(first: int, stop: int) -> None:
+        """Tile rows ``first..stop``, block by block, on the calling thread (see :mod:`.shares`)."""
+        rows = _block_rows(max(c, o), tw, stop - first)
+        v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), x.dtype)
+        m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), x.dtype)
+        for r0, r1 in _blocks(first, stop, rows):
+            t = (r1 - r0) * tw
+            # Prefixes of the flat buffers: contiguous (16, t, channels) matrices for the GEMMs.
+            v, m = v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
+            p, base = _gather_rows(x, offset, th, tw + 1, 2, (r0, r1), "numba.winograd.input")
+            _correlate_block(p, base, u, th, tw, r0, v, m, out)
+
+    run_shares(share, n * th)
     return out
 
 
 def conv2d(x, w, padding):
     """Cross-correlation of ``x`` ``(N, C, H, W)`` with ``w`` ``(O, C, 3, 3)`` (stride 1), padded by ``padding``."""
     ho, wo = x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2
-    # The kernel transform comes out (16, O, C); the GEMMs read its transpose in place.
+    # The kernel transform comes out (16, O, C); the correlation wants (16, C, O).
     return _correlate(x, _kernel_transform(w, False).transpose(0, 2, 1), padding, (ho, wo))
 
 
@@ -370,18 +407,27 @@ def conv2d_grad_weight(x, grad_out, padding):
     total = n * th
     if total == 0 or wo == 0:
         return np.zeros((o, c, 3, 3), dtype=x.dtype)
-    du = scratch(np, "numba.winograd.du", (16, o, c), x.dtype)
-    rows = _block_rows(max(c, o), tw, total)
-    v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), x.dtype)
-    m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), x.dtype)
-    for i, (r0, r1) in enumerate(_blocks(total, rows)):
-        t = (r1 - r0) * tw
-        v, dm = v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
-        p, base = _gather_rows(x, padding, th, tw + 1, 2, (r0, r1), "numba.winograd.input")
-        _input_transform(p, base, tw, v)
-        g, base = _gather_rows(grad_out, (0, 0), th, tw, 0, (r0, r1), "numba.winograd.grad")
-        _grad_output_transform(g, base, tw, dm)
-        # dU[xi] (O, C) += dM[xi].T @ V[xi], the transposed operand read in place.
-        matmul(dm.transpose(0, 2, 1), v, out=du, accumulate=i > 0)
+
+    def share(first: int, stop: int):
+        """``dU`` summed over tile rows ``first..stop``, on the calling thread (see :mod:`.shares`)."""
+        # A fresh array, not a scratch buffer: a pool thread's result is read after the thread has moved on, and
+        # another call may already be using its scratch.
+        du = np.empty((16, o, c), dtype=x.dtype)
+        rows = _block_rows(max(c, o), tw, stop - first)
+        v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), x.dtype)
+        m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), x.dtype)
+        for r0, r1 in _blocks(first, stop, rows):
+            t = (r1 - r0) * tw
+            v, dm = v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
+            p, p_base = _gather_rows(x, padding, th, tw + 1, 2, (r0, r1), "numba.winograd.input")
+            g, g_base = _gather_rows(grad_out, (0, 0), th, tw, 0, (r0, r1), "numba.winograd.grad")
+            _weight_grad_block(p, p_base, g, g_base, tw, v, dm, du, r0 > first)
+        return du
+
+    # The shares' partial dU are summed in share order.
+    shares = run_shares(share, total)
+    du = shares[0]
+    for part in shares[1:]:
+        du += part
     # dW[o, c] = G^T dU[:, o, c] G, for every pair at once: vec(dW) = kron(G, G)^T vec(dU).
     return matmul(du.reshape(16, o * c).T, _KRON_G.astype(x.dtype)).reshape(o, c, 3, 3)
