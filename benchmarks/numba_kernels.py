@@ -10,8 +10,8 @@ of untimed settling runs, see benchmarks/timing.py, whose first call also compil
 * **Dense CRF**: ``segcore.crf.dense_crf`` on a 500x375 photo-like image, 21 labels, 10 mean-field
   iterations, pydensecrf's README parameters, lattice builds included; with ``pydensecrf`` (``DenseCRF2D``)
   when it is installed. Target: numba faster than pydensecrf.
-* **conv2d** forward + backward (both gradients) at the kernel level on three ResNet 3x3 layers at batch 8,
-  and ``torch.nn.functional.conv2d`` forward + backward on the CPU when torch is importable. Target: numba no
+* **conv2d** forward + backward (both gradients) at the kernel level on three ResNet 3x3 body layers, a
+  strided (downsampling) and a dilated (ASPP rate 6) 3x3 layer, at batch 8, and ``torch.nn.functional.conv2d`` forward + backward on the CPU when torch is importable. Target: numba no
   slower than the reference (and as fast as PyTorch CPU where installed).
 
 Each workload also checks that numba's results agree with the reference. Prints a table and writes JSON to
@@ -57,7 +57,15 @@ except ImportError:  # an optional comparison; segcore never imports torch
     torch = None
 
 ROI_CHANNELS, ROI_SIZE, ROI_COUNT, ROI_OUTPUT, ROI_SAMPLING, ROI_SCALE, ROI_IMAGE = 256, 50, 512, 7, 2, 1 / 16, 800
-CONV_LAYERS = (("res2 64->64 @56", 64, 56), ("res3 128->128 @28", 128, 28), ("res4 256->256 @14", 256, 14))
+# (label, C_in, C_out, H=W, stride, padding, dilation), all 3x3. The ResNet body layers go to the Winograd
+# kernels; the strided (ResNet downsampling) and dilated (DeepLab ASPP, rate 6) layers to im2col.
+CONV_LAYERS = (
+    ("res2 64->64 @56", 64, 64, 56, 1, 1, 1),
+    ("res3 128->128 @28", 128, 128, 28, 1, 1, 1),
+    ("res4 256->256 @14", 256, 256, 14, 1, 1, 1),
+    ("s2 64->128 @56", 64, 128, 56, 2, 1, 1),
+    ("d6 256->256 @28", 256, 256, 28, 1, 6, 6),
+)
 TARGETS = {
     "roi_align_speedup_vs_reference": 10.0,
     "crf_ratio_numba_to_pydensecrf": 1.0,
@@ -152,27 +160,28 @@ def bench_crf(
 
 def bench_conv(repeat: int, rounds: int, batch: int = 8) -> list[dict]:
     rows = []
-    args = ((1, 1), (1, 1), (1, 1), 1)
-    for label, channels, size in CONV_LAYERS:
+    for label, cin, cout, size, stride, padding, dilation in CONV_LAYERS:
+        args = ((stride, stride), (padding, padding), (dilation, dilation), 1)
+        out_size = (size + 2 * padding - dilation * 2 - 1) // stride + 1
         rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
-        w = (rng.standard_normal((channels, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
-        g = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+        x = rng.standard_normal((batch, cin, size, size), dtype=np.float32)
+        w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32)
+        g = rng.standard_normal((batch, cout, out_size, out_size), dtype=np.float32)
         columns: dict[str, Callable[[], object]] = {}
         for name in ("numpy", "numba"):
             backend = get_backend(name)
             kernels = [backend.kernel(k) for k in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")]
 
-            def step(xp=backend.xp, k=kernels):
+            def step(xp=backend.xp, k=kernels, args=args, x=x, w=w, g=g):
                 return k[0](xp, x, w, *args), k[1](xp, g, w, x.shape, *args), k[2](xp, x, g, w.shape, *args)
 
             columns[name] = step
         if torch is not None:
             xt, wt, gt = (torch.from_numpy(a) for a in (x, w, g))
 
-            def torch_step():
+            def torch_step(xt=xt, wt=wt, gt=gt, stride=stride, padding=padding, dilation=dilation):
                 xr, wr = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
-                torch.nn.functional.conv2d(xr, wr, padding=1).backward(gt)
+                torch.nn.functional.conv2d(xr, wr, stride=stride, padding=padding, dilation=dilation).backward(gt)
                 return xr.grad, wr.grad
 
             columns["torch"] = torch_step
@@ -180,8 +189,9 @@ def bench_conv(repeat: int, rounds: int, batch: int = 8) -> list[dict]:
         outs, refs = columns["numba"](), columns["numpy"]()
         row = {
             "layer": label,
-            "shape": {"N": batch, "C_in": channels, "C_out": channels, "H": size, "W": size, "kernel": 3},
-            "gflop_forward_backward": 3 * 2 * batch * channels * channels * 9 * size * size / 1e9,
+            "shape": {"N": batch, "C_in": cin, "C_out": cout, "H": size, "W": size, "kernel": 3, "stride": stride,
+                      "padding": padding, "dilation": dilation},
+            "gflop_forward_backward": 3 * 2 * batch * cin * cout * 9 * out_size * out_size / 1e9,
             "seconds": t,
             "speedup_vs_reference": t["numpy"] / t["numba"],
             "max_abs_diff": max(max_abs_diff(a, b) for a, b in zip(outs, refs)),

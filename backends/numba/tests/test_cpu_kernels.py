@@ -33,6 +33,20 @@ def test_im2col_bands_cover_every_output_row(monkeypatch, shape, weight, stride,
     assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
 
 
+def test_integer_convolutions_use_numpys_product_and_agree_exactly():
+    # This backend's GEMM serves float32/float64; any other dtype goes through np.matmul. Small integers keep
+    # every sum exact, so the results must equal the reference's bit for bit.
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3, 4, (2, 4, 7, 6)).astype(np.int32)
+    w = rng.integers(-3, 4, (6, 2, 3, 3)).astype(np.int32)
+    args = ((2, 1), (1, 1), (2, 2), 2)
+    y = assert_backend_agrees("conv2d", "numba", x, w, *args, rtol=0, atol=0)
+    assert y.dtype == np.int32
+    g = rng.integers(-3, 4, y.shape).astype(np.int32)
+    assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args, rtol=0, atol=0)
+    assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args, rtol=0, atol=0)
+
+
 def test_empty_batch_convolves_to_empty_outputs():
     x = np.zeros((0, 4, 5, 5), dtype=np.float32)
     w = np.ones((3, 4, 3, 3), dtype=np.float32)

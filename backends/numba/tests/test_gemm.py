@@ -121,7 +121,14 @@ def test_result_does_not_depend_on_thread_count():
             np.ones((3, 5), np.float32),
             {"out": np.ones((5, 2), np.float32).T},
             ValueError,
-            "C-contiguous",
+            "contiguous, non-overlapping rows",
+        ),
+        (
+            np.ones((2, 3), np.float32),
+            np.ones((3, 5), np.float32),
+            {"out": np.broadcast_to(np.ones(5, np.float32), (2, 5))},
+            ValueError,
+            "strides",
         ),
         (np.ones((2, 3), np.float32)[:, ::-1], np.ones((3, 5), np.float32), {}, ValueError, "negative strides"),
     ],
@@ -158,3 +165,22 @@ def test_compiled_entry_matches_float64_product(dtype, a_transposed, add):
     out = start.copy()
     gemm.matmul_into(stored, b, out, add, a_transposed)
     _close(out, _reference(a, b) + (start if add else 0), k)
+
+
+@pytest.mark.parametrize("rows_or_columns", ["rows", "columns"])
+def test_out_may_be_a_strided_view_of_a_larger_array(rows_or_columns):
+    # Writing a block of a bigger matrix in place (the convolutions' output bands): only the view changes.
+    rng = np.random.default_rng(11)
+    m, k, n = MR + 3, 40, NR + 5
+    a = rng.standard_normal((2, m, k)).astype(np.float32)
+    b = rng.standard_normal((2, k, n)).astype(np.float32)
+
+    def window(arr):  # every other row of a taller matrix, or a band of columns of a wider one
+        return arr[:, 1 : 1 + 2 * m : 2, :n] if rows_or_columns == "rows" else arr[:, :m, 3 : 3 + n]
+
+    big = np.full((2, 3 * m, 2 * n + 3), 7.0, dtype=np.float32)
+    inside = np.zeros(big.shape, dtype=bool)
+    window(inside)[...] = True
+    gemm.matmul(a, b, out=window(big))
+    _close(window(big), _reference(a, b), k)
+    assert (big[~inside] == 7.0).all()

@@ -202,11 +202,12 @@ def _copy_rows(a, a0, sam, sak, mr, kc, height, rows):
 
 
 @njit(nogil=True, cache=True)
-def _gemm_piece(piece, m, k_total, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add):
+def _gemm_piece(piece, m, k_total, n, out, scb, scm, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split,
+                add):
     """Piece ``piece`` of ``out[p] = a[p] @ b[p]`` (``+=`` when ``add``) for ``(m, k_total) @ (k_total, n)``
     matrices: one matrix of the batch, one block of ``nc`` columns, one of ``m_split`` bands of its row panels.
-    ``out`` is the C-contiguous result's memory as a 1-D array; ``a`` and ``b`` are 1-D views of the operands'
-    memory from their first element, the ``s*`` their element strides (batch, row, column)."""
+    ``out``, ``a`` and ``b`` are 1-D views of the result's and the operands' memory from their first element,
+    the ``s*`` their element strides (batch, row, column; the result's columns are contiguous)."""
     column_blocks = (n + nc - 1) // nc
     row_panels = (m + mr - 1) // mr
     p = piece // (column_blocks * m_split)
@@ -249,32 +250,34 @@ def _gemm_piece(piece, m, k_total, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, m
                     b_src, b_start, b_step = packed, q * kc_max * nr, nr
                 else:
                     b_src, b_start, b_step = b, p * sbb + k0 * sbk + j0, sbk
-                c_start = (p * m + i0) * n + j0
+                c_start = p * scb + i0 * scm + j0
                 if height == mr and width == nr:
-                    _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, out, c_start, n, kc, accumulate)
+                    _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, out, c_start, scm, kc, accumulate)
                 else:
                     _tile(a_src, a_start, a_row, a_col, b_src, b_start, b_step, tile, 0, nr, kc, False)
                     for i in range(height):
                         for j in range(width):
                             if accumulate:
-                                out[c_start + i * n + j] += tile[i * nr + j]
+                                out[c_start + i * scm + j] += tile[i * nr + j]
                             else:
-                                out[c_start + i * n + j] = tile[i * nr + j]
+                                out[c_start + i * scm + j] = tile[i * nr + j]
 
 
 @njit(nogil=True, parallel=True, cache=True)
-def _gemm_parallel(pieces, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add):
+def _gemm_parallel(pieces, m, k, n, out, scb, scm, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split,
+                   add):
     """Every piece of the product (see :func:`_gemm_piece`), shared among Numba's threads."""
     for piece in prange(pieces):
-        _gemm_piece(piece, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add)
+        _gemm_piece(piece, m, k, n, out, scb, scm, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add)
 
 
 @njit(nogil=True, cache=True)
-def _gemm_serial(pieces, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add):
+def _gemm_serial(pieces, m, k, n, out, scb, scm, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split,
+                 add):
     """Every piece of the product, in order, on the calling thread (no parallel region: safe to call from
     several Python threads at once under any threading layer)."""
     for piece in range(pieces):
-        _gemm_piece(piece, m, k, n, out, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add)
+        _gemm_piece(piece, m, k, n, out, scb, scm, a, sab, sam, sak, b, sbb, sbk, sbn, mr, nr, kc_max, nc, m_split, add)
 
 
 @njit(nogil=True, cache=True)
@@ -297,14 +300,17 @@ def matmul_into(a, b, out, add, a_transposed):
     nr = _NV * VECTOR_BYTES // a.itemsize
     pieces = batch * ((n + _NC - 1) // _NC)
     flat_out, flat_a, flat_b = out.reshape(out.size), a.reshape(a.size), b.reshape(b.size)
-    _gemm_serial(pieces, m, k, n, flat_out, flat_a, m * k, sam, sak, flat_b, k * n, n, 1, _MR, nr, _KC, _NC, 1, add)
+    _gemm_serial(
+        pieces, m, k, n, flat_out, m * n, n, flat_a, m * k, sam, sak, flat_b, k * n, n, 1, _MR, nr, _KC, _NC, 1, add
+    )
 
 
 def matmul(a, b, out=None, accumulate: bool = False, parallel: bool = True):
-    """``a @ b`` for 2-D or 3-D (batched) float32/float64 arrays of one dtype, written to ``out`` (C-contiguous;
-    new when ``None``), or added to it when ``accumulate``. Operands may be any views with non-negative strides
-    (transposed, sliced); they must not overlap ``out``. ``parallel=False`` runs on the calling thread only, for
-    callers that share the work among threads themselves."""
+    """``a @ b`` for 2-D or 3-D (batched) float32/float64 arrays of one dtype, written to ``out`` (new when
+    ``None``), or added to it when ``accumulate``. Operands may be any views with non-negative strides
+    (transposed, sliced); ``out`` may be any view whose rows are contiguous and do not overlap (a slice of
+    rows, or of columns, of a larger array); the operands must not overlap ``out``. ``parallel=False`` runs on
+    the calling thread only, for callers that share the work among threads themselves."""
     if a.ndim != b.ndim or a.ndim not in (2, 3):
         raise ValueError(f"matmul expects two 2-D or two 3-D arrays, got {a.ndim}-D and {b.ndim}-D")
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
@@ -319,8 +325,11 @@ def matmul(a, b, out=None, accumulate: bool = False, parallel: bool = True):
     if out is None:
         out = np.empty(shape[1:] if squeeze else shape, dtype=a.dtype)
     out3 = out[None] if squeeze else out
-    if out3.shape != shape or out.dtype != a.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"matmul out must be C-contiguous {a.dtype} of shape {shape}, got {out.dtype} {out.shape}")
+    if out3.shape != shape or out.dtype != a.dtype or not _rows_contiguous(out3):
+        raise ValueError(
+            f"matmul out must be a {a.dtype} array of shape {shape[1:] if squeeze else shape} with contiguous,"
+            f" non-overlapping rows, got {out.dtype} {out.shape} with strides {out.strides}"
+        )
     if out.size == 0:
         return out
     if a3.shape[2] == 0:
@@ -336,12 +345,31 @@ def matmul(a, b, out=None, accumulate: bool = False, parallel: bool = True):
     column_blocks = -(-n // _NC)
     threads = numba.get_num_threads() if parallel else 1
     row_panels = -(-m // mr)
-    m_split = max(1, min(row_panels, -(-threads // (batch * column_blocks))))
+    # Matrices and column blocks, and when they are fewer than the threads or do not divide among them evenly
+    # (7 blocks on 2 threads: 4 against 3), each also split into one band of rows per thread.
+    whole = batch * column_blocks
+    m_split = 1 if whole % threads == 0 else max(1, min(row_panels, threads))
     pieces = batch * column_blocks * m_split
     run = _gemm_parallel if threads > 1 else _gemm_serial
     k = a3.shape[2]
-    run(pieces, m, k, n, out.reshape(out.size), a_flat, *sa, b_flat, *sb, mr, nr, _KC, _NC, m_split, accumulate)
+    out_flat, (scb, scm, _) = _flat(out3)
+    run(pieces, m, k, n, out_flat, scb, scm, a_flat, *sa, b_flat, *sb, mr, nr, _KC, _NC, m_split, accumulate)
     return out
+
+
+def _rows_contiguous(out3) -> bool:
+    """Whether a 3-D array's rows are contiguous and no two elements share memory (strides in bytes)."""
+    if out3.size == 0:
+        return True  # nothing is written (NumPy gives empty arrays arbitrary strides)
+    batch, m, n = out3.shape
+    sb, sm, sn = out3.strides
+    item = out3.itemsize
+    return (
+        (sn == item or n <= 1)
+        and (sm >= n * item or m <= 1)
+        and (sb >= max(sm * m, n * item) or batch <= 1)
+        and min(sb, sm, sn) >= 0
+    )
 
 
 def _flat(x):
