@@ -11,8 +11,9 @@ of untimed settling runs, see benchmarks/timing.py, whose first call also compil
   iterations, pydensecrf's README parameters, lattice builds included; with ``pydensecrf`` (``DenseCRF2D``)
   when it is installed. Target: numba faster than pydensecrf.
 * **conv2d** forward + backward (both gradients) at the kernel level on three ResNet 3x3 body layers, a
-  strided (downsampling) and a dilated (ASPP rate 6) 3x3 layer, at batch 8, and ``torch.nn.functional.conv2d`` forward + backward on the CPU when torch is importable. Target: numba no
-  slower than the reference (and as fast as PyTorch CPU where installed).
+  strided (downsampling) and a dilated (ASPP rate 6) 3x3 layer, at batch 8, and ``torch.nn.functional.conv2d``
+  forward + backward on the CPU when torch is importable. Target: numba no slower than the reference (and as
+  fast as PyTorch CPU where installed).
 
 Each workload also checks that numba's results agree with the reference. Prints a table and writes JSON to
 ``benchmarks/results/numba_kernels.json`` atomically (temp file + ``os.replace``). Run from the repository root

@@ -6,9 +6,10 @@ Same contracts as :mod:`segcore.kernels.conv` (the gradients take the output geo
 * grouped and dense convolutions: the input is copied once into a zero-padded channels-last buffer (the
   reference kernels' own), then a parallel im2col gathers a block of output pixels into a
   ``(pixels, kh*kw*Cg)`` matrix, every kernel tap one contiguous run of channels, and one matrix product per
-  (block, group) (this backend's :mod:`.gemm` for float32/float64) writes the output rows in place (several small images share one product). The weight gradient contracts
-  the same matrices with ``grad_out``. The stride-1 input gradient is the same correlation, of ``grad_out``
-  with the flipped kernel; a strided one is the transposed product followed by a parallel col2im that gives
+  (block, group) (this backend's :mod:`.gemm` for float32/float64) gives a channels-last block that one
+  transposing copy puts into the NCHW output (several small images share one product). The weight gradient
+  contracts the same matrices with ``grad_out``. The stride-1 input gradient is the same correlation, of
+  ``grad_out`` with the flipped kernel; a strided one is the transposed product followed by a parallel col2im that gives
   each thread whole channels, so the scatter-add has no races and a fixed order;
 * one input channel per group (depthwise): direct loops, parallel over (image, channel) planes, one
   multiply-add sweep per kernel tap so the innermost loop runs along contiguous rows;

@@ -349,7 +349,7 @@ def matmul(a, b, out=None, accumulate: bool = False, parallel: bool = True):
     # (7 blocks on 2 threads: 4 against 3), each also split into one band of rows per thread.
     whole = batch * column_blocks
     m_split = 1 if whole % threads == 0 else max(1, min(row_panels, threads))
-    pieces = batch * column_blocks * m_split
+    pieces = whole * m_split
     run = _gemm_parallel if threads > 1 else _gemm_serial
     k = a3.shape[2]
     out_flat, (scb, scm, _) = _flat(out3)

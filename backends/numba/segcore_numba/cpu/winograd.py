@@ -77,8 +77,8 @@ _BT_TERMS = ((0, 2, -1), (1, 2, 1), (2, 1, -1), (1, 3, -1))
 
 #: Elements of the larger of a block's ``V`` (16 * tiles * C) and ``M`` (16 * tiles * O). 2**20 (4 MiB of
 #: float32) measured best, or within 4%, on the benchmark's 64..256-channel layers against 2**17 to 2**21
-#: (each block also costs a NumPy copy and a few Python calls, which small blocks multiply). Tests lower it to exercise several
-#: blocks and a partial last one.
+#: (each block also costs a NumPy copy and a few Python calls, which small blocks multiply). Tests lower it
+#: to exercise several blocks and a partial last one.
 BLOCK_ELEMENTS = 1 << 20
 
 
@@ -346,10 +346,16 @@ def _block_rows(channels: int, tw: int, total: int) -> int:
     return -(-total // -(-total // most))
 
 
-def _blocks(first: int, stop: int, rows: int):
-    """``(r0, r1)`` ranges of at most ``rows`` tile rows covering ``first..stop``."""
+def _blocks(first: int, stop: int, c: int, o: int, tw: int, dtype):
+    """``(r0, r1, v, m)`` for the blocks of tile rows covering ``first..stop``: ``v`` ``(16, tiles, c)`` and ``m``
+    ``(16, tiles, o)`` are contiguous prefixes of this thread's scratch buffers, for the block's GEMMs."""
+    rows = _block_rows(max(c, o), tw, stop - first)
+    v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), dtype)
+    m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), dtype)
     for r0 in range(first, stop, rows):
-        yield r0, min(stop, r0 + rows)
+        r1 = min(stop, r0 + rows)
+        t = (r1 - r0) * tw
+        yield r0, r1, v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
 
 
 def _correlate(x, u, offset, out_hw):
@@ -367,13 +373,7 @@ def _correlate(x, u, offset, out_hw):
 
     def share(first: int, stop: int) -> None:
         """Tile rows ``first..stop``, block by block, on the calling thread (see :mod:`.shares`)."""
-        rows = _block_rows(max(c, o), tw, stop - first)
-        v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), x.dtype)
-        m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), x.dtype)
-        for r0, r1 in _blocks(first, stop, rows):
-            t = (r1 - r0) * tw
-            # Prefixes of the flat buffers: contiguous (16, t, channels) matrices for the GEMMs.
-            v, m = v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
+        for r0, r1, v, m in _blocks(first, stop, c, o, tw, x.dtype):
             p, base = _gather_rows(x, offset, th, tw + 1, 2, (r0, r1), "numba.winograd.input")
             _correlate_block(p, base, u, th, tw, r0, v, m, out)
 
@@ -413,12 +413,7 @@ def conv2d_grad_weight(x, grad_out, padding):
         # A fresh array, not a scratch buffer: a pool thread's result is read after the thread has moved on, and
         # another call may already be using its scratch.
         du = np.empty((16, o, c), dtype=x.dtype)
-        rows = _block_rows(max(c, o), tw, stop - first)
-        v_buf = scratch(np, "numba.winograd.v", (16 * rows * tw * c,), x.dtype)
-        m_buf = scratch(np, "numba.winograd.m", (16 * rows * tw * o,), x.dtype)
-        for r0, r1 in _blocks(first, stop, rows):
-            t = (r1 - r0) * tw
-            v, dm = v_buf[: 16 * t * c].reshape(16, t, c), m_buf[: 16 * t * o].reshape(16, t, o)
+        for r0, r1, v, dm in _blocks(first, stop, c, o, tw, x.dtype):
             p, p_base = _gather_rows(x, padding, th, tw + 1, 2, (r0, r1), "numba.winograd.input")
             g, g_base = _gather_rows(grad_out, (0, 0), th, tw, 0, (r0, r1), "numba.winograd.grad")
             _weight_grad_block(p, p_base, g, g_base, tw, v, dm, du, r0 > first)
