@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from segcore.testing import assert_backend_agrees, backend_params, conv_geometries
 
-DTYPES = [np.float32, np.float64]
+DTYPES = [np.float16, np.float32, np.float64]
 
 
 def _operands(geo: dict, dtype, seed: int):

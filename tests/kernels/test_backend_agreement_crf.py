@@ -55,7 +55,7 @@ def lattice_inputs(draw):
     return features, values
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("backend", backend_params())
 @given(inputs=lattice_inputs(), reverse=st.booleans())
 def test_lattice_build_and_filter_agree(backend, dtype, inputs, reverse):
@@ -110,7 +110,7 @@ def _crf_filters(backend, image, dtype):
     ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("compat", ["potts", "matrix"])
 @pytest.mark.parametrize("kernels", [2, 1, 0])
 @pytest.mark.parametrize("backend", backend_params())

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from segcore.testing import assert_backend_agrees, backend_params, interpolate_geometries
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("backend", backend_params())
 @given(geo=interpolate_geometries(), seed=st.integers(0, 2**32 - 1))
 def test_bilinear_forward_and_backward_agree(backend, dtype, geo, seed):

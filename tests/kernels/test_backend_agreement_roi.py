@@ -25,7 +25,7 @@ def _inputs(dtype, seed: int):
     return rng, rng.standard_normal(MAP).astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("backend", backend_params())
 @given(
     rois=roi_boxes(MAP[0], *IMAGE),
@@ -43,7 +43,7 @@ def test_roi_align_forward_and_backward_agree(backend, dtype, rois, output_size,
     assert_backend_agrees("roi_align_backward", backend, grad, rois, x.shape, *params)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("backend", backend_params())
 @given(
     rois=roi_boxes(MAP[0], *IMAGE),
@@ -82,7 +82,7 @@ def test_roi_align_backward_is_bitwise_deterministic(backend):
     assert_arrays_agree(np.asarray(runs[0]), expected, what=f"deterministic roi_align_backward on {backend!r}")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("backend", backend_params())
 @given(data=nms_boxes(), threshold=st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0]))
 def test_nms_keeps_the_same_boxes_in_the_same_order(backend, dtype, data, threshold):

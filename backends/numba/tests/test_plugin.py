@@ -106,6 +106,40 @@ def test_overridden_kernels_are_the_ones_the_issue_lists():
     assert set(KERNELS) <= set(reference_kernels()), "every override must replace a reference kernel"
 
 
+def test_float16_operands_run_the_reference_kernel_and_float32_the_numba_one():
+    # Numba's CPU target cannot compile for float16; such calls must reach the reference, not fail in Numba.
+    import segcore_numba.cpu as cpu
+    from segcore.kernels import reference_kernels
+    from segcore_numba.cpu import conv as numba_conv
+
+    calls = []
+    reference = reference_kernels()["conv2d"]
+
+    def spy_reference(xp, *args, **params):
+        calls.append("reference")
+        return reference(xp, *args, **params)
+
+    def spy_numba(xp, *args, **params):
+        calls.append("numba")
+        return numba_conv.conv2d(xp, *args, **params)
+
+    dispatch = cpu.reference_for_float16(spy_numba, spy_reference)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    half = dispatch(np, x.astype(np.float16), w.astype(np.float16), (1, 1), (1, 1), (1, 1), 1)
+    single = dispatch(np, x.astype(np.float32), w.astype(np.float32), (1, 1), (1, 1), (1, 1), 1)
+    assert calls == ["reference", "numba"]
+    assert half.dtype == np.float16 and single.dtype == np.float32
+    # A float16 array inside a list (the CRF's filter pairs, say) counts too.
+    assert cpu._holds_float16([(1.0, np.zeros(2, np.float16))]) and not cpu._holds_float16([np.zeros(2)])
+    # The backend's own table routes float16 to the reference: bit-identical results.
+    x16, w16 = x.astype(np.float16), w.astype(np.float16)
+    np.testing.assert_array_equal(
+        cpu.KERNELS["conv2d"](np, x16, w16, (2, 2), (1, 1), (1, 1), 1), reference(np, x16, w16, (2, 2), (1, 1), (1, 1), 1)
+    )
+
+
 def test_models_move_to_numba_and_back():
     model = segcore.build("unet", num_classes=2, width=0.0625, depth=2, rng=np.random.default_rng(0))
     x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)

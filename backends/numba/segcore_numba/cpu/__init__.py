@@ -6,10 +6,12 @@ signatures as the reference kernels it overrides; every other kernel falls back 
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import numba
+import numpy as np
 
 
 def _openmp_loaded() -> bool:
@@ -54,7 +56,42 @@ _choose_threading_layer()
 
 from . import conv, crf, nms, pool, resample, roi  # noqa: E402  (after the threading layer is chosen)
 
-KERNELS: dict[str, Callable] = {}
-for _family in (conv, pool, resample, roi, nms, crf):
-    KERNELS.update(_family.KERNELS)
-del _family
+# Numba's CPU target has no float16 arrays: compiling a kernel for one fails inside Numba with a bare
+# NotImplementedError. Kernels that meet float16 operands therefore run the reference instead, as every kernel
+# this backend does not override does. These compute float16 in float32 themselves (as the reference does) or,
+# for the lattice filter, in the lattice weights' type, and keep their own path.
+FLOAT16_HANDLED = frozenset({"roi_align", "roi_align_backward", "roi_pool", "permutohedral_filter"})
+
+
+def _holds_float16(value: Any) -> bool:
+    """Whether ``value`` is a float16 NumPy array, or a list or tuple holding one."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_float16(v) for v in value)
+    return isinstance(value, np.ndarray) and value.dtype == np.float16
+
+
+def reference_for_float16(kernel: Callable, reference: Callable) -> Callable:
+    """``kernel``, except that calls with a float16 array among their arguments go to ``reference``."""
+
+    @functools.wraps(kernel)
+    def dispatch(xp, *args, **params):
+        if any(_holds_float16(v) for v in (*args, *params.values())):
+            return reference(xp, *args, **params)
+        return kernel(xp, *args, **params)
+
+    return dispatch
+
+
+def _kernel_table() -> dict[str, Callable]:
+    from segcore.kernels import reference_kernels
+
+    references = reference_kernels()
+    table: dict[str, Callable] = {}
+    for family in (conv, pool, resample, roi, nms, crf):
+        for name, kernel in family.KERNELS.items():
+            handled = name in FLOAT16_HANDLED
+            table[name] = kernel if handled else reference_for_float16(kernel, references[name])
+    return table
+
+
+KERNELS: dict[str, Callable] = _kernel_table()

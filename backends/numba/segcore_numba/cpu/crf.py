@@ -352,11 +352,16 @@ def permutohedral_filter(xp, lattice: NumbaLattice, values, *, reverse: bool = F
     """Approximate ``sum_j exp(-|f_i - f_j|^2 / 2) values[j]`` for ``values`` ``(N, C)``: splat, blur, slice.
 
     ``reverse=True`` blurs the lattice axes in the opposite order (the transposed operator). The result has
-    ``values``' dtype.
+    ``values``' dtype. A lattice of the reference's kind (this backend builds one for float16 features, which
+    Numba cannot compile for) is filtered by the reference.
     """
+    from segcore.kernels import crf as reference
+
+    if isinstance(lattice, reference.PermutohedralLattice):
+        return reference.permutohedral_filter(xp, lattice, values, reverse=reverse)
     if not isinstance(lattice, NumbaLattice):
         raise TypeError(
-            "permutohedral_filter (numba backend): lattice must come from this backend's permutohedral_build, "
+            "permutohedral_filter (numba backend): lattice must come from permutohedral_build, "
             f"got {type(lattice).__name__}"
         )
     if values.ndim != 2 or values.shape[0] != lattice.num_points:
