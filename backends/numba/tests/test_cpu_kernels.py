@@ -33,6 +33,41 @@ def test_im2col_bands_cover_every_output_row(monkeypatch, shape, weight, stride,
     assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
 
 
+def test_dilated_windows_skip_the_taps_that_read_only_padding():
+    # ASPP rate 6 on a 28x28 map (3x3, padding 6): rows 0-5 see taps 1-2 only (tap 0 reads rows -6..-1), rows
+    # 6-21 all three, rows 22-27 taps 0-1; the same for columns. 1 - (72/84)^2 = 27% of the work is skipped.
+    regions = numba_conv._regions((28, 28), (3, 3), (28, 28), (1, 1, 6, 6, 6, 6))
+    bands = [(0, 6, 1, 3), (6, 22, 0, 3), (22, 28, 0, 2)]
+    expected = [(r0, r1, z0, z1, (i0, i1, j0, j1)) for r0, r1, i0, i1 in bands for z0, z1, j0, j1 in bands]
+    assert [(r.rows.start, r.rows.stop, r.cols.start, r.cols.stop, r.taps) for r in regions] == expected
+    # An ordinary padded 3x3 would skip only its border taps (under 10%): one region with every tap.
+    whole = numba_conv._regions((28, 28), (3, 3), (14, 14), (2, 2, 1, 1, 1, 1))
+    assert [(r.rows, r.cols, r.taps) for r in whole] == [(slice(0, 14), slice(0, 14), (0, 3, 0, 3))]
+
+
+@pytest.mark.parametrize(
+    ("shape", "weight", "stride", "padding", "dilation", "groups"),
+    [
+        ((2, 4, 13, 11), (5, 4, 3, 3), (1, 1), (4, 3), (4, 3), 1),
+        ((1, 6, 12, 10), (4, 3, 3, 2), (2, 1), (5, 4), (3, 5), 2),
+        # Output row and column 0 read only padding (rows -6, -1 and 4): regions without any tap.
+        ((2, 3, 4, 4), (2, 3, 3, 3), (1, 1), (6, 6), (5, 5), 1),
+    ],
+)
+def test_convolutions_that_skip_padding_taps_agree(monkeypatch, shape, weight, stride, padding, dilation, groups):
+    monkeypatch.setattr(numba_conv, "_BAND_ELEMENTS", 4 * weight[1] * weight[2] * weight[3])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(weight)
+    args = (stride, padding, dilation, groups)
+    geo = numba_conv._geometry(*args[:3])
+    y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+    assert len(numba_conv._regions(shape[2:], weight[2:], y.shape[2:], geo)) > 1, "the case must use regions"
+    g = rng.standard_normal(y.shape)
+    assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+    assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+
+
 def test_integer_convolutions_use_numpys_product_and_agree_exactly():
     # This backend's GEMM serves float32/float64; any other dtype goes through np.matmul. Small integers keep
     # every sum exact, so the results must equal the reference's bit for bit.

@@ -8,9 +8,11 @@ Same contracts as :mod:`segcore.kernels.conv` (the gradients take the output geo
   ``(pixels, kh*kw*Cg)`` matrix, every kernel tap one contiguous run of channels, and one matrix product per
   (block, group) (this backend's :mod:`.gemm` for float32/float64) gives a channels-last block that one
   transposing copy puts into the NCHW output (several small images share one product). The weight gradient
-  contracts the same matrices with ``grad_out``. The stride-1 input gradient is the same correlation, of
-  ``grad_out`` with the flipped kernel; a strided one is the transposed product followed by a parallel col2im that gives
-  each thread whole channels, so the scatter-add has no races and a fixed order;
+  contracts the same matrices with ``grad_out``. Where the outer taps of a dilated kernel fall in the padding
+  for whole bands of rows and columns (ASPP rates on small maps), the output is cut into regions that each
+  leave out the taps reading only zeros (see :func:`_regions`). The stride-1 input gradient is the same
+  correlation, of ``grad_out`` with the flipped kernel; a strided one is the transposed product followed by a
+  parallel col2im that gives each thread whole channels, so the scatter-add has no races and a fixed order;
 * one input channel per group (depthwise): direct loops, parallel over (image, channel) planes, one
   multiply-add sweep per kernel tap so the innermost loop runs along contiguous rows;
 * dense 3x3, stride 1, dilation 1, float32/float64 (the bulk of a ResNet): Winograd F(2x2, 3x3) in
@@ -22,6 +24,8 @@ Temporaries (the padded input, im2col columns) are per-thread scratch buffers
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
@@ -38,6 +42,11 @@ Pair = tuple[int, int]
 # Elements of one im2col band. 2**20 (4 MiB of float32) keeps the band in cache between the im2col that
 # writes it and the GEMM that reads it, while each GEMM stays large enough to run near peak.
 _BAND_ELEMENTS = 1 << 20
+# An output piece leaves out the kernel taps that read only zero padding for all of its pixels once that saves
+# at least this fraction of the multiply-adds: dilated convolutions, whose outer taps fall outside small maps
+# (a rate-6 3x3 on 28x28 skips 27%, rate 18 on 32x32 61%). Below it the pieces' narrower GEMMs are not worth
+# it: an ordinary padded 3x3 skips only a row and a column of taps.
+_MIN_SKIPPED = 0.1
 
 
 @njit(cache=True)
@@ -50,26 +59,33 @@ def _valid_columns(off: int, stride: int, width: int, wo: int) -> tuple[int, int
 
 # error_model="numpy": float division by zero gives inf/nan instead of raising, and loops stay vectorisable.
 @njit(parallel=True, fastmath=False, cache=True, error_model="numpy")
-def _im2col(buf, b, c0, cg, kh, kw, sh, sw, dh, dw, y0, y1, wo, cols, row0):
-    """``cols[row0 + (y - y0) * wo + z, (i, j, c)] = buf[b, y*sh + i*dh, z*sw + j*dw, c0 + c]``.
+def _im2col(buf, b0, b1, c0, cg, taps, sh, sw, dh, dw, y0, y1, z0, z1, cols):
+    """``cols[((b - b0) * (y1 - y0) + y - y0) * (z1 - z0) + z - z0, (i - i0, j - j0, c)]
+    = buf[b, y*sh + i*dh, z*sw + j*dw, c0 + c]`` for images ``b0 <= b < b1`` and the kernel taps
+    ``i0 <= i < i1``, ``j0 <= j < j1`` of ``taps = (i0, i1, j0, j1)``.
 
     ``buf`` is the zero-padded channels-last input, so every tap is one contiguous run of ``cg`` channels.
     """
+    i0, i1, j0, j1 = taps
     c = buf.shape[3]
-    # Adjacent taps of all channels are one contiguous run of kw * C values: copied at once.
+    nj, height, width = j1 - j0, y1 - y0, z1 - z0
+    # Adjacent taps of all channels are one contiguous run of nj * C values: copied at once.
     merged = dw == 1 and cg == c
-    for p in prange((y1 - y0) * wo):
-        y = y0 + p // wo
-        z = p % wo
-        dst = cols[row0 + p]
-        for i in range(kh):
+    for p in prange((b1 - b0) * height * width):
+        b = b0 + p // (height * width)
+        y = y0 + p // width % height
+        z = z0 + p % width
+        dst = cols[p]
+        for i in range(i0, i1):
             src = buf[b, y * sh + i * dh]
+            base = (i - i0) * nj * cg
             if merged:
                 run = src.reshape(src.size)
-                dst[i * kw * c : (i + 1) * kw * c] = run[z * sw * c : (z * sw + kw) * c]
+                start = (z * sw + j0) * c
+                dst[base : base + nj * c] = run[start : start + nj * c]
                 continue
-            for j in range(kw):
-                start = (i * kw + j) * cg
+            for j in range(j0, j1):
+                start = base + (j - j0) * cg
                 dst[start : start + cg] = src[z * sw + j * dw, c0 : c0 + cg]
 
 
@@ -221,6 +237,69 @@ def _block_capacity(n: int, ho: int, wo: int, k: int) -> int:
     return max((i.stop - i.start) * (r.stop - r.start) * wo * k for i, r in _blocks(n, ho, wo, k))
 
 
+class _Region(NamedTuple):
+    """Output rows and columns whose windows all see the same kernel taps inside the input: ``taps`` is
+    ``(i0, i1, j0, j1)``, the taps ``i0 <= i < i1``, ``j0 <= j < j1`` (possibly none)."""
+
+    rows: slice
+    cols: slice
+    taps: tuple[int, int, int, int]
+
+
+def _tap_range(size: int, k: int, stride: int, pad: int, dilation: int, y: int) -> tuple[int, int]:
+    """Taps ``[lo, hi)`` of one kernel axis whose input index ``y*stride - pad + i*dilation`` lies in ``[0, size)``."""
+    start = y * stride - pad
+    lo = max(0, -(start // dilation))
+    hi = min(k, (size - 1 - start) // dilation + 1)
+    return lo, max(lo, hi)
+
+
+def _axis_runs(out: int, size: int, k: int, stride: int, pad: int, dilation: int) -> list[list[int]]:
+    """``[first, stop, tap_lo, tap_hi]`` runs of output positions along one axis with the same taps inside."""
+    runs: list[list[int]] = []
+    for y in range(out):
+        lo, hi = _tap_range(size, k, stride, pad, dilation, y)
+        if runs and runs[-1][2:] == [lo, hi]:
+            runs[-1][1] = y + 1
+        else:
+            runs.append([y, y + 1, lo, hi])
+    return runs
+
+
+def _regions(in_hw: Pair, kernel: Pair, out_hw: Pair, geo: tuple) -> list[_Region]:
+    """The output split into :class:`_Region` s that leave out taps reading only padding, when that saves
+    :data:`_MIN_SKIPPED` of the work; else one region with every tap (padding taps then read the zeros)."""
+    (h, w), (kh, kw), (ho, wo), (sh, sw, ph, pw, dh, dw) = in_hw, kernel, out_hw, geo
+    whole = [_Region(slice(0, ho), slice(0, wo), (0, kh, 0, kw))]
+    if ho == 0 or wo == 0:
+        return whole
+    rows, cols = _axis_runs(ho, h, kh, sh, ph, dh), _axis_runs(wo, w, kw, sw, pw, dw)
+    # The fraction of multiply-adds kept factorises over the two axes.
+    kept = sum((r1 - r0) * (i1 - i0) for r0, r1, i0, i1 in rows) / (ho * kh)
+    kept *= sum((z1 - z0) * (j1 - j0) for z0, z1, j0, j1 in cols) / (wo * kw)
+    if 1 - kept < _MIN_SKIPPED:
+        return whole
+    return [
+        _Region(slice(r0, r1), slice(z0, z1), (i0, i1, j0, j1)) for r0, r1, i0, i1 in rows for z0, z1, j0, j1 in cols
+    ]
+
+
+def _region_depth(region: _Region, cg: int) -> int:
+    """Columns of a region's im2col matrix: its taps times the group's channels."""
+    i0, i1, j0, j1 = region.taps
+    return (i1 - i0) * (j1 - j0) * cg
+
+
+def _cols_capacity(n: int, regions: list[_Region], cg: int) -> int:
+    """Elements of the largest im2col block of any of ``regions``."""
+    sizes = [
+        _block_capacity(n, r.rows.stop - r.rows.start, r.cols.stop - r.cols.start, _region_depth(r, cg))
+        for r in regions
+        if _region_depth(r, cg)
+    ]
+    return max(sizes, default=0)
+
+
 def _padded_input(x, kernel: Pair, out_hw: Pair, geo: tuple):
     """The channels-last input, zero-padded to exactly the rows and columns the output windows read: the
     reference kernels' scratch copy (:func:`segcore.kernels.conv.padded`), valid until the next call on this
@@ -234,14 +313,32 @@ def _padded_input(x, kernel: Pair, out_hw: Pair, geo: tuple):
     return padded(np, x, (ph, pw), extent, channels_last=True)
 
 
-def _gather_block(buf, images: slice, rows: slice, c0: int, cg: int, kernel: Pair, geo: tuple, wo: int, cols):
-    """im2col of one block into the front of ``cols``: a ``(images * rows * wo, kh*kw*cg)`` matrix, image-major."""
-    (kh, kw), (sh, sw, _, _, dh, dw) = kernel, geo
-    pixels = (rows.stop - rows.start) * wo
-    band = cols[: (images.stop - images.start) * pixels * kh * kw * cg].reshape(-1, kh * kw * cg)
-    for i, b in enumerate(range(images.start, images.stop)):
-        _im2col(buf, b, c0, cg, kh, kw, sh, sw, dh, dw, rows.start, rows.stop, wo, band, i * pixels)
+def _gather_block(buf, images: slice, rows: slice, region: _Region, c0: int, cg: int, geo: tuple, cols):
+    """im2col of ``rows`` (absolute output rows) of ``region`` into the front of ``cols``: an image-major
+    ``(images * rows * region columns, region taps * cg)`` matrix."""
+    sh, sw, _, _, dh, dw = geo
+    z0, z1 = region.cols.start, region.cols.stop
+    pixels, depth = (rows.stop - rows.start) * (z1 - z0), _region_depth(region, cg)
+    band = cols[: (images.stop - images.start) * pixels * depth].reshape(-1, depth)
+    _im2col(buf, images.start, images.stop, c0, cg, region.taps, sh, sw, dh, dw, rows.start, rows.stop, z0, z1, band)
     return band
+
+
+def _region_blocks(n: int, region: _Region, depth: int):
+    """:func:`_blocks` of one region, the rows given as absolute output rows."""
+    first = region.rows.start
+    height, width = region.rows.stop - first, region.cols.stop - region.cols.start
+    for images, rows in _blocks(n, height, width, depth):
+        yield images, slice(first + rows.start, first + rows.stop)
+
+
+def _region_weights(wt, region: _Region, kernel: Pair, cg: int):
+    """Rows of ``wt`` ``(G, kh*kw*cg, Og)`` (``(i, j, c)`` order) for the region's taps, contiguous."""
+    (kh, kw), (i0, i1, j0, j1) = kernel, region.taps
+    if (i0, i1, j0, j1) == (0, kh, 0, kw):
+        return wt
+    g, _, og = wt.shape
+    return np.ascontiguousarray(wt.reshape(g, kh, kw, cg, og)[:, i0:i1, j0:j1]).reshape(g, -1, og)
 
 
 def _taps_last(wm, cg: int, kernel: Pair):
@@ -268,7 +365,7 @@ def _correlate(x, wm, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: 
     negative (the input gradient's correlation crops). Returns ``(N, G*Og, Ho, Wo)`` for ``out_hw``.
     """
     n, c, h, wd = x.shape
-    groups_, og, k = wm.shape
+    og = wm.shape[1]
     cg = c // groups
     kh, kw = kernel
     ho, wo = out_hw
@@ -289,16 +386,23 @@ def _correlate(x, wm, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: 
     # pixel axis as the rows. With the pixels as columns instead, the GEMM had to copy the im2col block into
     # panels (its rows are the pixels) and ran 4-12% slower than OpenBLAS; this way nothing is copied.
     wt = np.ascontiguousarray(np.swapaxes(_taps_last(wm, cg, kernel), 1, 2))
-    cols = scratch(np, "numba.conv.cols", (_block_capacity(n, ho, wo, k),), x.dtype)
-    for images, rows in _blocks(n, ho, wo, k):
-        count, nr = images.stop - images.start, rows.stop - rows.start
-        staging = scratch(np, "numba.conv.staging", (count * nr * wo, og), x.dtype)
-        for g in range(groups):
-            band = _gather_block(buf, images, rows, g * cg, cg, kernel, geo, wo, cols)
-            _matmul(band, wt[g], staging)
-            # Channels-last (images, rows, Wo, Og) into the NCHW output: one transposing copy, in cache.
-            block = staging.reshape(count, nr, wo, og)
-            out[images, g * og : (g + 1) * og, rows] = np.transpose(block, (0, 3, 1, 2))
+    regions = _regions((h, wd), kernel, out_hw, geo)
+    cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
+    for region in regions:
+        depth, width = _region_depth(region, cg), region.cols.stop - region.cols.start
+        if depth == 0:  # every window of the region lies in the padding
+            out[:, :, region.rows, region.cols] = 0
+            continue
+        weights = _region_weights(wt, region, kernel, cg)
+        for images, rows in _region_blocks(n, region, depth):
+            count, nr = images.stop - images.start, rows.stop - rows.start
+            staging = scratch(np, "numba.conv.staging", (count * nr * width, og), x.dtype)
+            for g in range(groups):
+                band = _gather_block(buf, images, rows, region, g * cg, cg, geo, cols)
+                _matmul(band, weights[g], staging)
+                # Channels-last (images, rows, columns, Og) into the NCHW output: one transposing copy, in cache.
+                block = staging.reshape(count, nr, width, og)
+                out[images, g * og : (g + 1) * og, rows, region.cols] = np.transpose(block, (0, 3, 1, 2))
     return out
 
 
@@ -382,18 +486,28 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
                 dwm[g] += np.matmul(src, x[b, g * cg : (g + 1) * cg].reshape(cg, h * wd).T)
         return dwm.reshape(o, cg, kh, kw)
     buf = _padded_input(x, (kh, kw), (ho, wo), geo)
-    cols = scratch(np, "numba.conv.cols", (_block_capacity(n, ho, wo, k),), x.dtype)
-    for images, rows in _blocks(n, ho, wo, k):
-        count, pixels = images.stop - images.start, (rows.stop - rows.start) * wo
-        for g in range(groups):
-            band = _gather_block(buf, images, rows, g * cg, cg, (kh, kw), geo, wo, cols)
-            if count == 1:
-                src = g_out[images.start, g * og : (g + 1) * og, rows].reshape(og, pixels)
-            else:
-                # The block's grad_out as one (Og, images * pixels) matrix, image-major like the columns.
-                src = np.swapaxes(g_out[images, g * og : (g + 1) * og], 0, 1).reshape(og, count * pixels)
-            # dW_g += grad_out block (Og, P) @ cols (P, K), with K in (i, j, c) order.
-            _matmul(src, band, dwm[g], accumulate=True)
+    regions = _regions((h, wd), (kh, kw), (ho, wo), geo)
+    cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
+    for region in regions:
+        depth = _region_depth(region, cg)
+        if depth == 0:
+            continue
+        i0, i1, j0, j1 = region.taps
+        whole = (i0, i1, j0, j1) == (0, kh, 0, kw)
+        # A region with fewer taps sums into its own (G, Og, depth) matrix, added to those taps' columns after.
+        target = dwm if whole else np.zeros((groups, og, depth), dtype=x.dtype)
+        for images, rows in _region_blocks(n, region, depth):
+            for g in range(groups):
+                band = _gather_block(buf, images, rows, region, g * cg, cg, geo, cols)
+                # The block's grad_out as one (Og, images * pixels) matrix, image-major like the columns
+                # (a view when the block is one image's full-width rows, else a copy).
+                src = np.swapaxes(g_out[images, g * og : (g + 1) * og, rows, region.cols], 0, 1)
+                src = np.ascontiguousarray(src).reshape(og, band.shape[0])
+                # dW_g += grad_out block (Og, P) @ cols (P, K), with K in (i, j, c) order.
+                _matmul(src, band, target[g], accumulate=True)
+        if not whole:
+            taps = dwm.reshape(groups, og, kh, kw, cg)[:, :, i0:i1, j0:j1]
+            taps += target.reshape(groups, og, i1 - i0, j1 - j0, cg)
     # Back from the columns' (i, j, c) order to the weight's (c, i, j).
     return np.ascontiguousarray(np.transpose(dwm.reshape(o, kh, kw, cg), (0, 3, 1, 2)))
 
