@@ -11,9 +11,9 @@ of untimed settling runs, see benchmarks/timing.py, whose first call also compil
   iterations, pydensecrf's README parameters, lattice builds included; with ``pydensecrf`` (``DenseCRF2D``)
   when it is installed. Target: numba faster than pydensecrf.
 * **conv2d** forward + backward (both gradients) at the kernel level on three ResNet 3x3 body layers, a
-  strided (downsampling) and a dilated (ASPP rate 6) 3x3 layer, at batch 8, and ``torch.nn.functional.conv2d``
-  forward + backward on the CPU when torch is importable. Target: numba no slower than the reference (and as
-  fast as PyTorch CPU where installed).
+  strided (downsampling) and two dilated (ASPP rates 6 and 18) 3x3 layers, at batch 8, and
+  ``torch.nn.functional.conv2d`` forward + backward on the CPU when torch is importable. Target: numba no
+  slower than the reference (and as fast as PyTorch CPU where installed).
 
 Each workload also checks that numba's results agree with the reference. Prints a table and writes JSON to
 ``benchmarks/results/numba_kernels.json`` atomically (temp file + ``os.replace``). Run from the repository root
@@ -59,13 +59,15 @@ except ImportError:  # an optional comparison; segcore never imports torch
 
 ROI_CHANNELS, ROI_SIZE, ROI_COUNT, ROI_OUTPUT, ROI_SAMPLING, ROI_SCALE, ROI_IMAGE = 256, 50, 512, 7, 2, 1 / 16, 800
 # (label, C_in, C_out, H=W, stride, padding, dilation), all 3x3. The ResNet body layers go to the Winograd
-# kernels; the strided (ResNet downsampling) and dilated (DeepLab ASPP, rate 6) layers to im2col.
+# kernels; the strided (ResNet downsampling) and dilated (DeepLab ASPP: rate 6, and rate 18 on the 32x32 map
+# of a 512x512 image at output stride 16, where most outer taps read padding) layers to im2col.
 CONV_LAYERS = (
     ("res2 64->64 @56", 64, 64, 56, 1, 1, 1),
     ("res3 128->128 @28", 128, 128, 28, 1, 1, 1),
     ("res4 256->256 @14", 256, 256, 14, 1, 1, 1),
     ("s2 64->128 @56", 64, 128, 56, 2, 1, 1),
     ("d6 256->256 @28", 256, 256, 28, 1, 6, 6),
+    ("d18 256->256 @32", 256, 256, 32, 1, 18, 18),
 )
 TARGETS = {
     "roi_align_speedup_vs_reference": 10.0,

@@ -135,9 +135,8 @@ def test_float16_operands_run_the_reference_kernel_and_float32_the_numba_one():
     assert cpu._holds_float16([(1.0, np.zeros(2, np.float16))]) and not cpu._holds_float16([np.zeros(2)])
     # The backend's own table routes float16 to the reference: bit-identical results.
     x16, w16 = x.astype(np.float16), w.astype(np.float16)
-    np.testing.assert_array_equal(
-        cpu.KERNELS["conv2d"](np, x16, w16, (2, 2), (1, 1), (1, 1), 1), reference(np, x16, w16, (2, 2), (1, 1), (1, 1), 1)
-    )
+    args = ((2, 2), (1, 1), (1, 1), 1)
+    np.testing.assert_array_equal(cpu.KERNELS["conv2d"](np, x16, w16, *args), reference(np, x16, w16, *args))
 
 
 def test_models_move_to_numba_and_back():
