@@ -11,6 +11,17 @@ from segcore.testing import assert_backend_agrees, run_kernel
 from segcore_numba.cpu import conv as numba_conv
 
 
+def _assert_conv_and_gradients_agree(rng, shape, weight, args):
+    """numba's conv2d and both gradients against the reference on random float64 operands; returns the output."""
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(weight)
+    y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+    g = rng.standard_normal(y.shape)
+    assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+    assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+    return y
+
+
 @pytest.mark.parametrize(
     ("shape", "weight", "stride", "padding", "dilation", "groups"),
     [
@@ -23,14 +34,7 @@ from segcore_numba.cpu import conv as numba_conv
 def test_im2col_bands_cover_every_output_row(monkeypatch, shape, weight, stride, padding, dilation, groups):
     # A band budget of a few rows forces several bands per image, including a short last one.
     monkeypatch.setattr(numba_conv, "_BAND_ELEMENTS", 3 * weight[1] * weight[2] * weight[3] * 5)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(shape)
-    w = rng.standard_normal(weight)
-    args = (stride, padding, dilation, groups)
-    y = assert_backend_agrees("conv2d", "numba", x, w, *args)
-    g = rng.standard_normal(y.shape)
-    assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
-    assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+    _assert_conv_and_gradients_agree(np.random.default_rng(0), shape, weight, (stride, padding, dilation, groups))
 
 
 def test_dilated_windows_skip_the_taps_that_read_only_padding():
@@ -56,16 +60,10 @@ def test_dilated_windows_skip_the_taps_that_read_only_padding():
 )
 def test_convolutions_that_skip_padding_taps_agree(monkeypatch, shape, weight, stride, padding, dilation, groups):
     monkeypatch.setattr(numba_conv, "_BAND_ELEMENTS", 4 * weight[1] * weight[2] * weight[3])
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal(shape)
-    w = rng.standard_normal(weight)
     args = (stride, padding, dilation, groups)
-    geo = numba_conv._geometry(*args[:3])
-    y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+    y = _assert_conv_and_gradients_agree(np.random.default_rng(3), shape, weight, args)
+    geo = numba_conv._geometry(stride, padding, dilation)
     assert len(numba_conv._regions(shape[2:], weight[2:], y.shape[2:], geo)) > 1, "the case must use regions"
-    g = rng.standard_normal(y.shape)
-    assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
-    assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
 
 
 def test_integer_convolutions_use_numpys_product_and_agree_exactly():

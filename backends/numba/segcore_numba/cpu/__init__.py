@@ -56,8 +56,8 @@ _choose_threading_layer()
 
 from . import conv, crf, nms, pool, resample, roi  # noqa: E402  (after the threading layer is chosen)
 
-# Numba's CPU target has no float16 arrays: compiling a kernel for one fails inside Numba with a bare
-# NotImplementedError. Kernels that meet float16 operands therefore run the reference instead, as every kernel
+# Numba's CPU target has no float16 arrays: compiling a kernel for one fails inside Numba with an error that
+# names only the type. Kernels that meet float16 operands therefore run the reference instead, as every kernel
 # this backend does not override does. These compute float16 in float32 themselves (as the reference does) or,
 # for the lattice filter, in the lattice weights' type, and keep their own path.
 FLOAT16_HANDLED = frozenset({"roi_align", "roi_align_backward", "roi_pool", "permutohedral_filter"})

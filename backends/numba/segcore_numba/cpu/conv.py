@@ -284,6 +284,10 @@ def _regions(in_hw: Pair, kernel: Pair, out_hw: Pair, geo: tuple) -> list[_Regio
     ]
 
 
+def _has_every_tap(region: _Region, kernel: Pair) -> bool:
+    return region.taps == (0, kernel[0], 0, kernel[1])
+
+
 def _region_depth(region: _Region, cg: int) -> int:
     """Columns of a region's im2col matrix: its taps times the group's channels."""
     i0, i1, j0, j1 = region.taps
@@ -334,9 +338,9 @@ def _region_blocks(n: int, region: _Region, depth: int):
 
 def _region_weights(wt, region: _Region, kernel: Pair, cg: int):
     """Rows of ``wt`` ``(G, kh*kw*cg, Og)`` (``(i, j, c)`` order) for the region's taps, contiguous."""
-    (kh, kw), (i0, i1, j0, j1) = kernel, region.taps
-    if (i0, i1, j0, j1) == (0, kh, 0, kw):
+    if _has_every_tap(region, kernel):
         return wt
+    (kh, kw), (i0, i1, j0, j1) = kernel, region.taps
     g, _, og = wt.shape
     return np.ascontiguousarray(wt.reshape(g, kh, kw, cg, og)[:, i0:i1, j0:j1]).reshape(g, -1, og)
 
@@ -493,7 +497,7 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
         if depth == 0:
             continue
         i0, i1, j0, j1 = region.taps
-        whole = (i0, i1, j0, j1) == (0, kh, 0, kw)
+        whole = _has_every_tap(region, (kh, kw))
         # A region with fewer taps sums into its own (G, Og, depth) matrix, added to those taps' columns after.
         target = dwm if whole else np.zeros((groups, og, depth), dtype=x.dtype)
         for images, rows in _region_blocks(n, region, depth):

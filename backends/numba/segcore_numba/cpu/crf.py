@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from segcore.kernels import crf as reference
+
 __all__ = ["NumbaLattice", "permutohedral_build", "permutohedral_filter", "dense_crf_mean_field", "KERNELS"]
 
 # As the reference: packed keys must leave one bit of headroom below 2**63 for neighbour offsets.
@@ -355,8 +357,6 @@ def permutohedral_filter(xp, lattice: NumbaLattice, values, *, reverse: bool = F
     ``values``' dtype. A lattice of the reference's kind (this backend builds one for float16 features, which
     Numba cannot compile for) is filtered by the reference.
     """
-    from segcore.kernels import crf as reference
-
     if isinstance(lattice, reference.PermutohedralLattice):
         return reference.permutohedral_filter(xp, lattice, values, reverse=reverse)
     if not isinstance(lattice, NumbaLattice):
@@ -566,14 +566,12 @@ def dense_crf_mean_field(xp, unary, filters, compat_t, iterations: int):
     the softmax and splat the new ``Q`` straight into the lattices for the next iteration (``Q`` itself is
     only written at the end). Exact filters, lattices of another backend or more than two kernels run the
     reference."""
-    from segcore.kernels.crf import dense_crf_mean_field as reference
-
     filters = list(filters)
     if len(filters) > 2 or not all(
         getattr(f, "method", None) == "permutohedral" and isinstance(getattr(f, "lattice", None), NumbaLattice)
         for _, f in filters
     ):
-        return reference(xp, unary, filters, compat_t, iterations)
+        return reference.dense_crf_mean_field(xp, unary, filters, compat_t, iterations)
     dtype = unary.dtype
     u = np.ascontiguousarray(unary)
     n, c = u.shape

@@ -181,24 +181,17 @@ def _tile(typingctx, a, a0, sam, sak, b, b0, sbk, c, c0, ldc, kc, accumulate):
 
 
 @njit(nogil=True, cache=True)
-def _copy_panel(b, b0, sbk, sbn, kc, nr, width, panel):
-    """``panel[k*width + j] = b[b0 + k*sbk + j*sbn]`` for ``k < kc``, ``j < nr``; zeros for ``nr <= j < width``."""
-    for k in range(kc):
-        for j in range(nr):
-            panel[k * width + j] = b[b0 + k * sbk + j * sbn]
-        for j in range(nr, width):
-            panel[k * width + j] = 0
-
-
-@njit(nogil=True, cache=True)
-def _copy_rows(a, a0, sam, sak, mr, kc, height, rows):
-    """``rows[i*kc + k] = a[a0 + i*sam + k*sak]`` for ``i < mr``, ``k < kc``; zeros for ``mr <= i < height``."""
-    for i in range(mr):
-        for k in range(kc):
-            rows[i * kc + k] = a[a0 + i * sam + k * sak]
-    for i in range(mr, height):
-        for k in range(kc):
-            rows[i * kc + k] = 0
+def _pack(src, start, s_outer, s_inner, outer, inner, outer_total, inner_total, dst):
+    """``dst[o*inner_total + i] = src[start + o*s_outer + i*s_inner]`` for ``o < outer``, ``i < inner``, and
+    zeros in the rest of the ``outer_total x inner_total`` block: a panel of ``b`` or an edge band of ``a``."""
+    for o in range(outer):
+        for i in range(inner):
+            dst[o * inner_total + i] = src[start + o * s_outer + i * s_inner]
+        for i in range(inner, inner_total):
+            dst[o * inner_total + i] = 0
+    for o in range(outer, outer_total):
+        for i in range(inner_total):
+            dst[o * inner_total + i] = 0
 
 
 @njit(nogil=True, cache=True)
@@ -231,7 +224,7 @@ def _gemm_piece(piece, m, k_total, n, out, scb, scm, a, sab, sam, sak, b, sbb, s
             width = min(nr, n - j0)
             if width < nr or sbn != 1:
                 panel = packed[q * kc_max * nr : (q + 1) * kc_max * nr]
-                _copy_panel(b, p * sbb + k0 * sbk + j0 * sbn, sbk, sbn, kc, width, nr, panel)
+                _pack(b, p * sbb + k0 * sbk + j0 * sbn, sbk, sbn, kc, width, kc, nr, panel)
         # Row panel outermost: its band of ``a`` (MR x KC) stays in the level-1 cache while it meets every
         # column panel of the piece (those stay in level 2).
         for r in range(first, last):
@@ -239,7 +232,7 @@ def _gemm_piece(piece, m, k_total, n, out, scb, scm, a, sab, sam, sak, b, sbb, s
             height = min(mr, m - i0)
             a_start = p * sab + i0 * sam + k0 * sak
             if height < mr:
-                _copy_rows(a, a_start, sam, sak, height, kc, mr, edge_rows)
+                _pack(a, a_start, sam, sak, height, kc, mr, kc, edge_rows)
                 a_src, a_start, a_row, a_col = edge_rows, 0, kc, 1
             else:
                 a_src, a_row, a_col = a, sam, sak
