@@ -184,3 +184,32 @@ def test_out_may_be_a_strided_view_of_a_larger_array(rows_or_columns):
     gemm.matmul(a, b, out=window(big))
     _close(window(big), _reference(a, b), k)
     assert (big[~inside] == 7.0).all()
+
+
+# Column-block widths for a 32-column register tile (AVX-512 float32), whatever this host's tile is.
+@pytest.mark.parametrize(
+    "batch, n, threads, width",
+    [
+        # 576 columns: two blocks of 288, not 512 + 64 (one thread doing 8/9 of the work).
+        (1, 576, 2, 288),
+        # 2304 columns would be 5 blocks of 512 (3 against 2); 6 blocks of 384 share evenly.
+        (1, 2304, 2, 384),
+        # One block stays whole (the caller splits its rows among the threads instead).
+        (1, 256, 2, 256),
+        (2, 300, 2, 320),
+        # 7 threads: 4 blocks of 130 columns rounded up to 160, as 5 would leave blocks under 4 tiles wide.
+        (1, 520, 7, 160),
+    ],
+)
+def test_column_blocks_are_equal_and_shared_evenly(batch, n, threads, width):
+    assert gemm._column_block(batch, n, 32, threads) == width
+    blocks = -(-n // width)
+    assert (blocks - 1) * width < n <= blocks * width and width <= gemm._NC
+
+
+def test_product_with_balanced_column_blocks_matches():
+    # The 576-column weight-gradient shape of a 64-channel 3x3 convolution, split into two 288-column blocks.
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((2 * MR + 1, 500)).astype(np.float32)
+    b = rng.standard_normal((500, 576)).astype(np.float32)
+    _close(gemm.matmul(a, b), _reference(a, b), 500)
