@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from segcore_numba.cpu import gemm
 
@@ -213,3 +214,23 @@ def test_product_with_balanced_column_blocks_matches():
     a = rng.standard_normal((2 * MR + 1, 500)).astype(np.float32)
     b = rng.standard_normal((500, 576)).astype(np.float32)
     _close(gemm.matmul(a, b), _reference(a, b), 500)
+
+
+@njit
+def _tile_from_table(a, table, first, offset, b, kc, nr):
+    c = np.zeros(MR * nr, dtype=a.dtype)
+    gemm._tile_rows(a, table, first, offset, 1, b, 0, nr, c, 0, nr, kc, False)
+    return c
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_reads_the_rows_of_a_from_a_table(dtype):
+    rng = np.random.default_rng(5)
+    nr = gemm.tile_shape(dtype)[1]
+    a = rng.standard_normal(500).astype(dtype)
+    b = rng.standard_normal((37, nr)).astype(dtype)
+    # Rows anywhere in a, repeated and out of order, from entry 3 of the table on, each moved by 11.
+    table = np.concatenate([[-1, -1, -1], rng.integers(0, 500 - 37 - 11, MR)]).astype(np.intp)
+    got = _tile_from_table(a, table, 3, 11, b.reshape(-1), 37, nr).reshape(MR, nr)
+    rows = np.stack([a[t + 11 : t + 11 + 37] for t in table[3:]])
+    _close(got, _reference(rows, b), 37)

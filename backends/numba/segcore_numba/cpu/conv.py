@@ -4,22 +4,24 @@ Same contracts as :mod:`segcore.kernels.conv` (the gradients take the output geo
 ``conv_transpose2d``, which is the input gradient, is covered too). Three strategies:
 
 * grouped and dense convolutions: the input is copied once into a zero-padded channels-last buffer (the
-  reference kernels' own), then a parallel im2col gathers a block of output pixels into a
-  ``(pixels, kh*kw*Cg)`` matrix, every kernel tap one contiguous run of channels, and one matrix product per
-  (block, group) (this backend's :mod:`.gemm` for float32/float64) gives a channels-last block that one
-  transposing copy puts into the NCHW output (several small images share one product). The weight gradient
-  contracts the same matrices with ``grad_out``. Where the outer taps of a dilated kernel fall in the padding
-  for whole bands of rows and columns (ASPP rates on small maps), the output is cut into regions that each
-  leave out the taps reading only zeros (see :func:`_regions`). The stride-1 input gradient is the same
-  correlation, of ``grad_out`` with the flipped kernel; a strided one is the transposed product followed by a
-  parallel col2im that gives each thread whole channels, so the scatter-add has no races and a fixed order;
+  reference kernels' own), every kernel tap of a window then being one contiguous run of channels. For
+  float32/float64 the forward is an implicit GEMM (:mod:`.implicit`): this backend's register tile reads each
+  window in place in that buffer, and one parallel scatter puts the channels-last result into the NCHW output.
+  Other dtypes, and the weight gradient, go through im2col: a parallel gather of a block of output pixels into
+  a ``(pixels, kh*kw*Cg)`` matrix, and one matrix product per (block, group) (:mod:`.gemm`, or NumPy's for
+  other dtypes), several small images sharing one product. Where the outer taps of a dilated kernel fall in
+  the padding for whole bands of rows and columns (ASPP rates on small maps), the output is cut into regions
+  that each leave out the taps reading only zeros (see :func:`_regions`). The stride-1 input gradient is the
+  same correlation, of ``grad_out`` with the flipped kernel; a strided one is the transposed product followed
+  by a parallel col2im that gives each thread whole channels, so the scatter-add has no races and a fixed
+  order;
 * one input channel per group (depthwise): direct loops, parallel over (image, channel) planes, one
   multiply-add sweep per kernel tap so the innermost loop runs along contiguous rows;
 * dense 3x3, stride 1, dilation 1, float32/float64 (the bulk of a ResNet): Winograd F(2x2, 3x3) in
   :mod:`.winograd`, 2.25x fewer multiplications than im2col, for the forward and both gradients; im2col
   serves every other dense or grouped convolution.
 
-Temporaries (the padded input, im2col columns) are per-thread scratch buffers
+Temporaries (the padded input, im2col columns, the implicit GEMM's channels-last result) are per-thread scratch buffers
 (:mod:`segcore.kernels.workspace`), so repeated calls do not fault in fresh pages; results are new arrays.
 """
 
@@ -33,7 +35,7 @@ from numba import njit, prange
 from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
-from . import gemm, winograd
+from . import gemm, implicit, winograd
 
 __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "KERNELS"]
 
@@ -362,7 +364,8 @@ def _geometry(stride, padding, dilation) -> tuple[int, ...]:
 
 
 def _correlate(x, wm, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: int):
-    """Grouped correlation through im2col + GEMM, one per (image, group, band of output rows):
+    """Grouped correlation: an implicit GEMM for float32/float64 (:mod:`.implicit`), else im2col + GEMM, one
+    per (block of output pixels, group):
 
     ``out[n, g*Og + o, y, z] = sum_(c, i, j) wm[g, o, (c, i, j)] * x[n, g*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw]``
     with ``wm`` the ``(G, Og, Cg*kh*kw)`` weight matrix and zeros outside ``x``; the padding in ``geo`` may be
@@ -391,6 +394,8 @@ def _correlate(x, wm, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: 
     # panels (its rows are the pixels) and ran 4-12% slower than OpenBLAS; this way nothing is copied.
     wt = np.ascontiguousarray(np.swapaxes(_taps_last(wm, cg, kernel), 1, 2))
     regions = _regions((h, wd), kernel, out_hw, geo)
+    if x.dtype in (np.float32, np.float64):  # the register tile's dtypes
+        return implicit.correlate(buf, wt, regions, n, kernel, out_hw, geo, groups, out)
     cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
     for region in regions:
         depth, width = _region_depth(region, cg), region.cols.stop - region.cols.start

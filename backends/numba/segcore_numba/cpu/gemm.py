@@ -67,8 +67,10 @@ def tile_shape(dtype) -> tuple[int, int]:
     return _MR, _NV * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _tile_function(module, pointer, size: int, index, flag):
-    """The register tile as an LLVM function of ``module`` (made on first use), kept out of line.
+def _tile_function(module, pointer, size: int, index, flag, row_table: bool = False):
+    """The register tile as an LLVM function of ``module`` (made on first use), kept out of line. With
+    ``row_table`` the rows of ``a`` start at offsets read from a table (see :func:`_tile_rows`) instead of at
+    equal steps.
 
     Why out of line: inlined into a caller that passes constant strides and block sizes, LLVM re-optimised
     the loop for those constants and spilled accumulators to the stack; the tile then ran at about half speed
@@ -78,16 +80,18 @@ def _tile_function(module, pointer, size: int, index, flag):
     scalar = pointer.pointee
     lanes = VECTOR_BYTES // size
     suffix = "f32" if size == 4 else "f64"
-    name = f"segcore_gemm_tile_{_MR}x{_NV}_v{lanes}{suffix}"
+    name = f"segcore_gemm_tile_{_MR}x{_NV}_v{lanes}{suffix}" + ("_rows" if row_table else "")
     if name in module.globals:
         return module.globals[name]
-    operands = [pointer, index, index, index, pointer, index, index, pointer, index, index, index, flag]
+    # How the rows of ``a`` are found: (a0, sam), or (table, first entry, offset added to every entry).
+    row_operands = [index.as_pointer(), index, index] if row_table else [index, index]
+    operands = [pointer, *row_operands, index, pointer, index, index, pointer, index, index, index, flag]
     function = ir.Function(module, ir.FunctionType(ir.VoidType(), operands), name)
     # linkonce_odr: modules that each define it link without a clash, and, unlike an internal function, LLVM
     # may not specialise its body for a caller's constant arguments.
     function.linkage = "linkonce_odr"
     function.attributes.add("noinline")
-    a_data, a0v, samv, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag = function.args
+    a_data, *row_args, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag = function.args
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     vec = ir.VectorType(scalar, lanes)
     fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}{suffix}")
@@ -101,8 +105,14 @@ def _tile_function(module, pointer, size: int, index, flag):
     def vector_at(data, offset):
         return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
 
-    # Row starts of ``a`` are loop-invariant: a0 + i*sam.
-    rows = [builder.add(a0v, builder.mul(const(i), samv)) for i in range(_MR)]
+    # Row starts of ``a`` are loop-invariant: table[first + i] + offset, or a0 + i*sam.
+    if row_table:
+        table, first, offset = row_args
+        entries = [builder.load(builder.gep(table, [builder.add(first, const(i))])) for i in range(_MR)]
+        rows = [builder.add(entry, offset) for entry in entries]
+    else:
+        a0v, samv = row_args
+        rows = [builder.add(a0v, builder.mul(const(i), samv)) for i in range(_MR)]
     entry = builder.block
     loop = function.append_basic_block("tile_k")
     after = function.append_basic_block("tile_store")
@@ -175,6 +185,37 @@ def _tile(typingctx, a, a0, sam, sak, b, b0, sbk, c, c0, ldc, kc, accumulate):
         size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
         function = _tile_function(builder.module, a_data.type, size, a0v.type, acc_flag.type)
         builder.call(function, [a_data, a0v, samv, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _tile_rows(typingctx, a, table, first, offset, sak, b, b0, sbk, c, c0, ldc, kc, accumulate):
+    """:func:`_tile` with the rows of ``a`` at ``table[first + i] + offset`` (``i < MR``) instead of at equal
+    steps: ``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[table[first + i] + offset + k*sak] * b[b0 + k*sbk + j]``. For
+    products whose rows are gathered from elsewhere, such as a convolution's windows read in its input (the
+    table is then the windows' origins). ``table`` is a 1-D C-contiguous intp array; nothing is bounds-checked."""
+    arrays = (a, b, c)
+    if not all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype == a.dtype for x in arrays):
+        return None
+    if a.dtype not in (types.float32, types.float64):
+        return None
+    if not (isinstance(table, types.Array) and table.ndim == 1 and table.layout == "C" and table.dtype == types.intp):
+        return None
+    intp = types.intp
+    sig = types.void(a, table, intp, intp, intp, b, intp, intp, c, intp, intp, intp, types.boolean)
+
+    def codegen(context, builder, signature, args):
+        a_arr, table_arr, first, offset, sakv, b_arr, b0v, sbkv, c_arr, c0v, ldcv, kcv, acc_flag = args
+        a_data = context.make_array(signature.args[0])(context, builder, a_arr).data
+        table_data = context.make_array(signature.args[1])(context, builder, table_arr).data
+        b_data = context.make_array(signature.args[5])(context, builder, b_arr).data
+        c_data = context.make_array(signature.args[8])(context, builder, c_arr).data
+        size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
+        function = _tile_function(builder.module, a_data.type, size, first.type, acc_flag.type, row_table=True)
+        operands = [a_data, table_data, first, offset, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag]
+        builder.call(function, operands)
         return context.get_dummy_value()
 
     return sig, codegen
