@@ -60,7 +60,8 @@ except ImportError:  # an optional comparison; segcore never imports torch
 ROI_CHANNELS, ROI_SIZE, ROI_COUNT, ROI_OUTPUT, ROI_SAMPLING, ROI_SCALE, ROI_IMAGE = 256, 50, 512, 7, 2, 1 / 16, 800
 # (label, C_in, C_out, H=W, stride, padding, dilation), all 3x3. The ResNet body layers go to the Winograd
 # kernels; the strided (ResNet downsampling) and dilated (DeepLab ASPP: rate 6, and rate 18 on the 32x32 map
-# of a 512x512 image at output stride 16, where most outer taps read padding) layers to im2col.
+# of a 512x512 image at output stride 16, where most outer taps read padding) layers to the implicit GEMM
+# (forward, stride-1 input gradient) and im2col (weight gradient, strided input gradient).
 CONV_LAYERS = (
     ("res2 64->64 @56", 64, 64, 56, 1, 1, 1),
     ("res3 128->128 @28", 128, 128, 28, 1, 1, 1),
