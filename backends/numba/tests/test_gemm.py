@@ -234,3 +234,25 @@ def test_tile_reads_the_rows_of_a_from_a_table(dtype):
     got = _tile_from_table(a, table, 3, 11, b.reshape(-1), 37, nr).reshape(MR, nr)
     rows = np.stack([a[t + 11 : t + 11 + 37] for t in table[3:]])
     _close(got, _reference(rows, b), 37)
+
+
+@njit
+def _tile_with_gathered_b(a, a0, sam, sak, b_rows, first, b, b_offset, kc, nr):
+    c = np.zeros(MR * nr, dtype=a.dtype)
+    gemm._tile_gathered_b(a, a0, sam, sak, b_rows, first, b, b_offset, c, 0, nr, kc, False)
+    return c
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_reads_the_rows_of_b_from_a_table(dtype):
+    rng = np.random.default_rng(6)
+    nr = gemm.tile_shape(dtype)[1]
+    kc, a0, sam, sak, b_offset = 29, 5, 3, 50, 7
+    a = rng.standard_normal(a0 + MR * sam + kc * sak).astype(dtype)
+    b = rng.standard_normal(3000).astype(dtype)
+    # Step k reads b[b_rows[2 + k] + 7 + j]: rows anywhere, in any order, repeats allowed.
+    b_rows = np.concatenate([[-1, -1], rng.integers(0, 3000 - nr - b_offset, kc)]).astype(np.intp)
+    got = _tile_with_gathered_b(a, a0, sam, sak, b_rows, 2, b, b_offset, kc, nr).reshape(MR, nr)
+    a_matrix = np.array([[a[a0 + i * sam + k * sak] for k in range(kc)] for i in range(MR)])
+    b_matrix = np.stack([b[r + b_offset : r + b_offset + nr] for r in b_rows[2:]])
+    _close(got, _reference(a_matrix, b_matrix), kc)

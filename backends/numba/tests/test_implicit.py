@@ -72,3 +72,42 @@ def test_convolutions_through_the_implicit_product_agree(shape, weight, stride, 
         g = rng.standard_normal(y.shape).astype(dtype)
         # The stride-1 input gradient is a correlation too, through the same product.
         assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+
+
+@pytest.mark.parametrize(
+    ("shape", "weight", "stride", "padding", "dilation", "groups"),
+    [
+        # 14 output channels: a last row panel moved back to overlap the first (12 rows); runs of 3*40 = 120
+        # channels: a last column tile moved back as well.
+        ((2, 40, 9, 9), (14, 40, 3, 3), (2, 2), (1, 1), (1, 1), 1),
+        # Groups of 32 channels: one run per tap, each group's windows and grad_out planes offset.
+        ((2, 64, 9, 11), (40, 32, 3, 2), (2, 1), (0, 2), (2, 1), 2),
+        # Nine regions at rate 6: pixels reordered by region, taps summed only over the regions that see them.
+        ((3, 40, 28, 28), (26, 40, 3, 3), (1, 1), (6, 6), (6, 6), 1),
+    ],
+)
+def test_weight_gradients_through_the_implicit_product_agree(monkeypatch, shape, weight, stride, padding, dilation, groups):
+    calls = []
+    original = implicit.weight_gradient
+    monkeypatch.setattr(implicit, "weight_gradient", lambda *args: calls.append(1) or original(*args))
+    rng = np.random.default_rng(8)
+    args = (stride, padding, dilation, groups)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal(weight).astype(dtype)
+        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+    assert len(calls) == 2, "both dtypes must take the implicit weight gradient"
+
+
+def test_the_implicit_weight_gradient_needs_a_whole_tile_of_channels():
+    buf = np.zeros((1, 8, 8, 40), dtype=np.float32)
+    dilated = (1, 1, 2, 2, 2, 2)
+    assert implicit.weight_gradient_applies(buf, (3, 3), dilated, MR, 1)
+    # Fewer output channels than the tile's rows, or a run of channels narrower than its columns: im2col.
+    assert not implicit.weight_gradient_applies(buf, (3, 3), dilated, MR - 1, 1)
+    assert not implicit.weight_gradient_applies(buf[..., : NR - 1], (3, 3), dilated, MR, 1)
+    # Dilation 1 along rows merges a kernel row's taps into one run of 3 * 16 channels.
+    assert implicit.weight_gradient_applies(buf[..., :16], (3, 3), (1, 1, 1, 1, 1, 1), MR, 1)
+    assert not implicit.weight_gradient_applies(buf.astype(np.int32), (3, 3), dilated, MR, 1)

@@ -7,9 +7,10 @@ Same contracts as :mod:`segcore.kernels.conv` (the gradients take the output geo
   reference kernels' own), every kernel tap of a window then being one contiguous run of channels. For
   float32/float64 the forward is an implicit GEMM (:mod:`.implicit`): this backend's register tile reads each
   window in place in that buffer, and one parallel scatter puts the channels-last result into the NCHW output.
-  Other dtypes, and the weight gradient, go through im2col: a parallel gather of a block of output pixels into
-  a ``(pixels, kh*kw*Cg)`` matrix, and one matrix product per (block, group) (:mod:`.gemm`, or NumPy's for
-  other dtypes), several small images sharing one product. Where the outer taps of a dilated kernel fall in
+  The weight gradient does the same with the pixels as the reduction (when each group has at least a tile of
+  output channels and of input channels per run). Other dtypes and narrower layers go through im2col: a
+  parallel gather of a block of output pixels into a ``(pixels, kh*kw*Cg)`` matrix, and one matrix product
+  per (block, group) (:mod:`.gemm`, or NumPy's for other dtypes), several small images sharing one product. Where the outer taps of a dilated kernel fall in
   the padding for whole bands of rows and columns (ASPP rates on small maps), the output is cut into regions
   that each leave out the taps reading only zeros (see :func:`_regions`). The stride-1 input gradient is the
   same correlation, of ``grad_out`` with the flipped kernel; a strided one is the transposed product followed
@@ -496,6 +497,9 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
         return dwm.reshape(o, cg, kh, kw)
     buf = _padded_input(x, (kh, kw), (ho, wo), geo)
     regions = _regions((h, wd), (kh, kw), (ho, wo), geo)
+    if implicit.weight_gradient_applies(buf, (kh, kw), geo, og, groups):
+        implicit.weight_gradient(buf, g_out, regions, (kh, kw), geo, groups, dwm)
+        return np.ascontiguousarray(np.transpose(dwm.reshape(o, kh, kw, cg), (0, 3, 1, 2)))
     cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
     for region in regions:
         depth = _region_depth(region, cg)

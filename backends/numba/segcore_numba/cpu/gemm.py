@@ -67,10 +67,11 @@ def tile_shape(dtype) -> tuple[int, int]:
     return _MR, _NV * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _tile_function(module, pointer, size: int, index, flag, row_table: bool = False):
+def _tile_function(module, pointer, size: int, index, flag, row_table: bool = False, step_tables: bool = False):
     """The register tile as an LLVM function of ``module`` (made on first use), kept out of line. With
     ``row_table`` the rows of ``a`` start at offsets read from a table (see :func:`_tile_rows`) instead of at
-    equal steps.
+    equal steps; with ``step_tables`` the rows of ``b`` (one per step of the reduction) are read from a table
+    (see :func:`_tile_gathered_b`).
 
     Why out of line: inlined into a caller that passes constant strides and block sizes, LLVM re-optimised
     the loop for those constants and spilled accumulators to the stack; the tile then ran at about half speed
@@ -81,17 +82,29 @@ def _tile_function(module, pointer, size: int, index, flag, row_table: bool = Fa
     lanes = VECTOR_BYTES // size
     suffix = "f32" if size == 4 else "f64"
     name = f"segcore_gemm_tile_{_MR}x{_NV}_v{lanes}{suffix}" + ("_rows" if row_table else "")
+    name += "_steps" if step_tables else ""
     if name in module.globals:
         return module.globals[name]
+    table_type = index.as_pointer()
     # How the rows of ``a`` are found: (a0, sam), or (table, first entry, offset added to every entry).
-    row_operands = [index.as_pointer(), index, index] if row_table else [index, index]
-    operands = [pointer, *row_operands, index, pointer, index, index, pointer, index, index, index, flag]
+    row_operands = [table_type, index, index] if row_table else [index, index]
+    # How the reduction steps: ``sak``, ``b``, ``b0``, ``sbk``; or ``sak``, a table of the rows of ``b`` and its
+    # first entry, ``b``, and an offset added to every row.
+    step_operands = [index, table_type, index, pointer, index] if step_tables else [index, pointer, index, index]
+    operands = [pointer, *row_operands, *step_operands, pointer, index, index, index, flag]
     function = ir.Function(module, ir.FunctionType(ir.VoidType(), operands), name)
     # linkonce_odr: modules that each define it link without a clash, and, unlike an internal function, LLVM
     # may not specialise its body for a caller's constant arguments.
     function.linkage = "linkonce_odr"
     function.attributes.add("noinline")
-    a_data, *row_args, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag = function.args
+    args = list(function.args)
+    a_data, row_args = args[0], args[1 : 1 + len(row_operands)]
+    step_args = args[1 + len(row_operands) : 1 + len(row_operands) + len(step_operands)]
+    c_data, c0v, ldcv, kcv, acc_flag = args[-5:]
+    if step_tables:
+        sakv, b_rows, first_step, b_data, b_offset = step_args
+    else:
+        sakv, b_data, b0v, sbkv = step_args
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     vec = ir.VectorType(scalar, lanes)
     fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}{suffix}")
@@ -124,11 +137,14 @@ def _tile_function(module, pointer, size: int, index, flag, row_table: bool = Fa
     accumulators = [builder.phi(vec) for _ in range(_MR * _NV)]
     for phi in accumulators:
         phi.add_incoming(zero_vec, entry)
-    b_row = builder.add(b0v, builder.mul(k, sbkv))
+    a_step = builder.mul(k, sakv)
+    if step_tables:
+        b_row = builder.add(builder.load(builder.gep(b_rows, [builder.add(first_step, k)])), b_offset)
+    else:
+        b_row = builder.add(b0v, builder.mul(k, sbkv))
     b_vectors = [
         builder.load(vector_at(b_data, builder.add(b_row, const(v * lanes))), align=size) for v in range(_NV)
     ]
-    a_step = builder.mul(k, sakv)
     updated = []
     for i in range(_MR):
         element = builder.load(builder.gep(a_data, [builder.add(rows[i], a_step)]))
@@ -215,6 +231,39 @@ def _tile_rows(typingctx, a, table, first, offset, sak, b, b0, sbk, c, c0, ldc, 
         size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
         function = _tile_function(builder.module, a_data.type, size, first.type, acc_flag.type, row_table=True)
         operands = [a_data, table_data, first, offset, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag]
+        builder.call(function, operands)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _tile_gathered_b(typingctx, a, a0, sam, sak, b_rows, first, b, b_offset, c, c0, ldc, kc, accumulate):
+    """:func:`_tile` with the rows of ``b`` read from a table instead of taken at equal strides:
+    ``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[a0 + i*sam + k*sak] * b[b_rows[first + k] + b_offset + j]``. For
+    products whose reduction runs over gathered items, such as a convolution's weight gradient summed over
+    pixels (``b`` then holds the padded input, the table its windows). ``b_rows`` is a 1-D C-contiguous intp
+    array; nothing is bounds-checked."""
+    arrays = (a, b, c)
+    if not all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype == a.dtype for x in arrays):
+        return None
+    if a.dtype not in (types.float32, types.float64):
+        return None
+    if not (isinstance(b_rows, types.Array) and b_rows.ndim == 1 and b_rows.layout == "C" and b_rows.dtype == types.intp):
+        return None
+    intp = types.intp
+    sig = types.void(a, intp, intp, intp, b_rows, intp, b, intp, c, intp, intp, intp, types.boolean)
+
+    def codegen(context, builder, signature, args):
+        a_arr, a0v, samv, sakv, rows_arr, first, b_arr, b_offset, c_arr, c0v, ldcv, kcv, acc = args
+
+        def data(position, value):
+            return context.make_array(signature.args[position])(context, builder, value).data
+
+        a_data, rows_data, b_data, c_data = data(0, a_arr), data(4, rows_arr), data(6, b_arr), data(8, c_arr)
+        size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
+        function = _tile_function(builder.module, a_data.type, size, a0v.type, acc.type, step_tables=True)
+        operands = [a_data, a0v, samv, sakv, rows_data, first, b_data, b_offset, c_data, c0v, ldcv, kcv, acc]
         builder.call(function, operands)
         return context.get_dummy_value()
 

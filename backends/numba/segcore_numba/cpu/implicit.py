@@ -12,6 +12,11 @@ so it runs over that region's taps only and skips taps that read padding alone (
 maps). Each region's rows are padded to whole panels by repeating its last pixel; those rows are computed and
 dropped. The channels-last result then goes into the NCHW output by one parallel scatter.
 
+The weight gradient (:func:`weight_gradient`) is the same product with the pixels as its reduction: the rows
+of ``grad_out``, channels-last in region order, times the windows, whose offsets a second tile variant
+(:func:`.gemm._tile_gathered_b`) reads from the same kind of table; each region's pixels add only to the taps
+it sees.
+
 Parallel over chunks of panels; within a chunk the loop nest is the GEMM's: a run of taps (the weight rows it
 uses, in the level-2 cache), then panels (the 12 windows' channels, in level 1), then 32-column tiles.
 Accumulation order per output: taps in ``(i, j)`` order, channels increasing, independent of the threads.
@@ -83,6 +88,46 @@ def _scatter(staging, o_pad, og, targets, out, channel_step):
                 target = targets[r]
                 if target >= 0:
                     out[target + o * channel_step] = staging[r * o_pad + o]
+
+
+@njit(nogil=True, parallel=True, cache=True, error_model="numpy")
+def _weight_panels(rows, buf, origins, spans, region_taps, runs, dwm, og, k_total, mr, nr, parts):
+    """``dwm[o, w0 + c] += sum_p rows[p, o] * buf[origins[p] + off + c]`` for every run
+    ``(i, j0, j1, off, w0, length)`` and ``c < length``, ``p`` over the pixels of each region (``spans`` rows
+    ``(first, stop)`` into ``rows``/``origins``) whose taps ``region_taps`` meet the run's.
+
+    ``rows`` is the flattened ``(pixels, og)`` channels-last ``grad_out`` in region order, ``dwm`` the
+    flattened ``(og, k_total)`` weight-gradient matrix. Work items are (part of the row panels, run): disjoint
+    pieces of ``dwm``, every element summed over regions and pixels in order. A last panel or tile that would
+    run past ``og`` rows or ``length`` columns is moved back to end there and computed aside, its new rows and
+    columns added after; so ``og >= mr`` and ``length >= nr``.
+    """
+    row_panels = (og + mr - 1) // mr
+    count = runs.shape[0]
+    for item in prange(parts * count):
+        part = item // count
+        u = item % count
+        i, j0, j1, off, w0, length = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4], runs[u, 5]
+        tile = np.empty(mr * nr, dtype=dwm.dtype)
+        for s in range(spans.shape[0]):
+            if i < region_taps[s, 0] or i >= region_taps[s, 1] or j1 <= region_taps[s, 2] or j0 >= region_taps[s, 3]:
+                continue
+            for k0 in range(spans[s, 0], spans[s, 1], _KC):
+                kc = min(_KC, spans[s, 1] - k0)
+                for r in range(part * row_panels // parts, (part + 1) * row_panels // parts):
+                    o0 = min(r * mr, og - mr)
+                    a0 = k0 * og + o0
+                    for n0 in range(0, length, nr):
+                        c0 = min(n0, length - nr)
+                        if o0 == r * mr and c0 == n0:
+                            gemm._tile_gathered_b(
+                                rows, a0, 1, og, origins, k0, buf, off + c0, dwm, o0 * k_total + w0 + c0, k_total, kc, True
+                            )
+                            continue
+                        gemm._tile_gathered_b(rows, a0, 1, og, origins, k0, buf, off + c0, tile, 0, nr, kc, False)
+                        for a in range(r * mr - o0, mr):
+                            for b in range(n0 - c0, nr):
+                                dwm[(o0 + a) * k_total + w0 + c0 + b] += tile[a * nr + b]
 
 
 def _runs(kernel, geo, c: int, cg: int, wp: int):
@@ -180,3 +225,63 @@ def correlate(buf, wt, regions, n: int, kernel, out_hw, geo, groups: int, out):
         )
         _scatter(staging, o_pad, og, np.where(targets >= 0, targets + g * og * plane, -1), flat_out, plane)
     return out
+
+
+def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int):
+    """(pixel order, window origins, region spans, region taps, runs) for :func:`_weight_panels`: every output
+    pixel once, in region order, no padding rows (the pixels are the reduction, not tile rows). The order
+    indexes the pixels ``b*Ho*Wo + y*Wo + z``; None when it is that order already (a single region)."""
+    spans = tuple((r.rows.start, r.rows.stop, r.cols.start, r.cols.stop, r.taps) for r in regions)
+    key = ("weight", spans, n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), groups)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        origins, pixels, _ = _table(regions, n, out_hw, geo, buf_shape, 1)
+        order = None if len(regions) == 1 else pixels
+        counts = [n * (r.rows.stop - r.rows.start) * (r.cols.stop - r.cols.start) for r in regions]
+        stops = np.cumsum(counts, dtype=np.intp)
+        region_spans = np.stack([stops - np.asarray(counts, dtype=np.intp), stops], axis=1)
+        region_taps = np.array([r.taps for r in regions], dtype=np.intp).reshape(-1, 4)
+        runs = _runs(kernel, geo, buf_shape[3], buf_shape[3] // groups, buf_shape[2])
+        layout = (order, origins, region_spans, region_taps, runs)
+        if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def weight_gradient_applies(buf, kernel, geo, og: int, groups: int) -> bool:
+    """Whether :func:`weight_gradient` serves this case: float32/float64, at least a tile's rows of output
+    channels per group and a tile's columns in every run of channels."""
+    if buf.dtype not in (np.float32, np.float64):
+        return False
+    mr, nr = gemm.tile_shape(buf.dtype)
+    runs = _runs(kernel, geo, buf.shape[3], buf.shape[3] // groups, buf.shape[2])
+    return og >= mr and int(runs[:, 5].min()) >= nr
+
+
+def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
+    """``dwm`` ``(groups, Og, kh*kw*Cg)`` in ``(i, j, c)`` column order, zeroed, gets the weight gradient:
+    ``grad_out`` (NCHW) contracted over pixels with the windows of the padded channels-last input ``buf``
+    (output pixel ``(y, z)``'s window at ``(y*sh, z*sw)``), without an im2col matrix. Only where
+    :func:`weight_gradient_applies`."""
+    mr, nr = gemm.tile_shape(buf.dtype)
+    n, channels, ho, wo = grad_out.shape
+    og, k_total = dwm.shape[1], dwm.shape[2]
+    cg = buf.shape[3] // groups
+    pixel_order, origins, spans, region_taps, runs = _weight_layout(regions, n, kernel, (ho, wo), geo, buf.shape, groups)
+    flat_buf = buf.reshape(-1)
+    # grad_out channels-last, (N*Ho*Wo, G, Og): one NumPy transposing copy (a parallel compiled gather measured
+    # slower in context: a parallel loop entered right after NumPy work starts late on these VMs).
+    channels_last = scratch(np, "numba.conv.grad_rows", (n * ho * wo, channels), buf.dtype)
+    np.copyto(channels_last.reshape(n, ho, wo, channels), np.moveaxis(grad_out, 1, 3))
+    parts = numba.get_num_threads()
+    for g in range(groups):
+        # The group's pixels in region order (a second copy only when there are several regions or groups);
+        # its windows start g*cg further in the buffer.
+        group = channels_last[:, g * og : (g + 1) * og]
+        rows = group[pixel_order] if pixel_order is not None else np.ascontiguousarray(group)
+        rows = rows.reshape(-1)
+        group_runs = runs.copy()
+        group_runs[:, 3] += g * cg
+        _weight_panels(rows, flat_buf, origins, spans, region_taps, group_runs, dwm[g].reshape(-1), og, k_total, mr, nr, parts)
+    return dwm
