@@ -180,30 +180,45 @@ def _tile_function(module, pointer, size: int, index, flag, row_table: bool = Fa
     return function
 
 
+def _is_vector(x, dtype) -> bool:
+    return isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype == dtype
+
+
+def _typed_tile(arguments, floats, tables, **variant):
+    """Typing and code generation of a tile intrinsic whose arguments are the tile function's operands in
+    order (see :func:`_tile_function`, ``variant`` its flags): the arrays at positions ``floats`` (``a``,
+    ``b``, ``c``) are 1-D C-contiguous of one float type, those at ``tables`` 1-D C-contiguous intp, the last
+    argument is the accumulate flag and every other one an index. None when the arguments do not fit."""
+    a = arguments[floats[0]]
+    if not isinstance(a, types.Array) or a.dtype not in (types.float32, types.float64):
+        return None
+    if not all(_is_vector(arguments[p], a.dtype) for p in floats):
+        return None
+    if not all(_is_vector(arguments[p], types.intp) for p in tables):
+        return None
+    arrays = set(floats) | set(tables)
+    sig = types.void(*[arguments[p] if p in arrays else types.intp for p in range(len(arguments) - 1)], types.boolean)
+
+    def codegen(context, builder, signature, args):
+        operands = [
+            context.make_array(signature.args[p])(context, builder, value).data if p in arrays else value
+            for p, value in enumerate(args)
+        ]
+        size = context.get_abi_sizeof(context.get_data_type(a.dtype))
+        index = context.get_value_type(types.intp)
+        function = _tile_function(builder.module, operands[floats[0]].type, size, index, operands[-1].type, **variant)
+        builder.call(function, operands)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def _tile(typingctx, a, a0, sam, sak, b, b0, sbk, c, c0, ldc, kc, accumulate):
     """``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[a0 + i*sam + k*sak] * b[b0 + k*sbk + j]`` for ``i < MR``,
     ``j < NR``, ``k`` increasing; ``+=`` when ``accumulate``. ``kc >= 1``. Arrays are 1-D, C-contiguous, of one
     float type; nothing is bounds-checked (the drivers pass offsets inside the arrays)."""
-    arrays = (a, b, c)
-    if not all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype == a.dtype for x in arrays):
-        return None
-    if a.dtype not in (types.float32, types.float64):
-        return None
-    intp = types.intp
-    sig = types.void(a, intp, intp, intp, b, intp, intp, c, intp, intp, intp, types.boolean)
-
-    def codegen(context, builder, signature, args):
-        a_arr, a0v, samv, sakv, b_arr, b0v, sbkv, c_arr, c0v, ldcv, kcv, acc_flag = args
-        a_data = context.make_array(signature.args[0])(context, builder, a_arr).data
-        b_data = context.make_array(signature.args[4])(context, builder, b_arr).data
-        c_data = context.make_array(signature.args[7])(context, builder, c_arr).data
-        size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        function = _tile_function(builder.module, a_data.type, size, a0v.type, acc_flag.type)
-        builder.call(function, [a_data, a0v, samv, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag])
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return _typed_tile((a, a0, sam, sak, b, b0, sbk, c, c0, ldc, kc, accumulate), floats=(0, 4, 7), tables=())
 
 
 @intrinsic
@@ -212,29 +227,8 @@ def _tile_rows(typingctx, a, table, first, offset, sak, b, b0, sbk, c, c0, ldc, 
     steps: ``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[table[first + i] + offset + k*sak] * b[b0 + k*sbk + j]``. For
     products whose rows are gathered from elsewhere, such as a convolution's windows read in its input (the
     table is then the windows' origins). ``table`` is a 1-D C-contiguous intp array; nothing is bounds-checked."""
-    arrays = (a, b, c)
-    if not all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype == a.dtype for x in arrays):
-        return None
-    if a.dtype not in (types.float32, types.float64):
-        return None
-    if not (isinstance(table, types.Array) and table.ndim == 1 and table.layout == "C" and table.dtype == types.intp):
-        return None
-    intp = types.intp
-    sig = types.void(a, table, intp, intp, intp, b, intp, intp, c, intp, intp, intp, types.boolean)
-
-    def codegen(context, builder, signature, args):
-        a_arr, table_arr, first, offset, sakv, b_arr, b0v, sbkv, c_arr, c0v, ldcv, kcv, acc_flag = args
-        a_data = context.make_array(signature.args[0])(context, builder, a_arr).data
-        table_data = context.make_array(signature.args[1])(context, builder, table_arr).data
-        b_data = context.make_array(signature.args[5])(context, builder, b_arr).data
-        c_data = context.make_array(signature.args[8])(context, builder, c_arr).data
-        size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        function = _tile_function(builder.module, a_data.type, size, first.type, acc_flag.type, row_table=True)
-        operands = [a_data, table_data, first, offset, sakv, b_data, b0v, sbkv, c_data, c0v, ldcv, kcv, acc_flag]
-        builder.call(function, operands)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    arguments = (a, table, first, offset, sak, b, b0, sbk, c, c0, ldc, kc, accumulate)
+    return _typed_tile(arguments, floats=(0, 5, 8), tables=(1,), row_table=True)
 
 
 @intrinsic
@@ -244,30 +238,8 @@ def _tile_gathered_b(typingctx, a, a0, sam, sak, b_rows, first, b, b_offset, c, 
     products whose reduction runs over gathered items, such as a convolution's weight gradient summed over
     pixels (``b`` then holds the padded input, the table its windows). ``b_rows`` is a 1-D C-contiguous intp
     array; nothing is bounds-checked."""
-    arrays = (a, b, c)
-    if not all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype == a.dtype for x in arrays):
-        return None
-    if a.dtype not in (types.float32, types.float64):
-        return None
-    if not (isinstance(b_rows, types.Array) and b_rows.ndim == 1 and b_rows.layout == "C" and b_rows.dtype == types.intp):
-        return None
-    intp = types.intp
-    sig = types.void(a, intp, intp, intp, b_rows, intp, b, intp, c, intp, intp, intp, types.boolean)
-
-    def codegen(context, builder, signature, args):
-        a_arr, a0v, samv, sakv, rows_arr, first, b_arr, b_offset, c_arr, c0v, ldcv, kcv, acc = args
-
-        def data(position, value):
-            return context.make_array(signature.args[position])(context, builder, value).data
-
-        a_data, rows_data, b_data, c_data = data(0, a_arr), data(4, rows_arr), data(6, b_arr), data(8, c_arr)
-        size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        function = _tile_function(builder.module, a_data.type, size, a0v.type, acc.type, step_tables=True)
-        operands = [a_data, a0v, samv, sakv, rows_data, first, b_data, b_offset, c_data, c0v, ldcv, kcv, acc]
-        builder.call(function, operands)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    arguments = (a, a0, sam, sak, b_rows, first, b, b_offset, c, c0, ldc, kc, accumulate)
+    return _typed_tile(arguments, floats=(0, 6, 8), tables=(4,), step_tables=True)
 
 
 @njit(nogil=True, cache=True)

@@ -178,23 +178,37 @@ _LAYOUTS: dict[tuple, tuple] = {}
 _LAYOUTS_KEPT = 64
 
 
+def _cached(key: tuple, build):
+    """``_LAYOUTS[key]``, made by ``build()`` when missing (the cache is emptied once it holds
+    :data:`_LAYOUTS_KEPT`)."""
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = build()
+        if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _region_key(regions) -> tuple:
+    """The regions as a hashable part of a cache key (their slices are not hashable)."""
+    return tuple((r.rows.start, r.rows.stop, r.cols.start, r.cols.stop, r.taps) for r in regions)
+
+
 def _layout(regions, n: int, kernel, out_hw, geo, buf_shape, channels: int, groups: int, mr: int):
     """(window origins, output offsets, panel taps, runs) for :func:`_correlate_panels` and :func:`_scatter`,
     from a cache keyed by the geometry."""
-    spans = tuple((r.rows.start, r.rows.stop, r.cols.start, r.cols.stop, r.taps) for r in regions)
-    key = (spans, n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), channels, groups, mr)
-    layout = _LAYOUTS.get(key)
-    if layout is None:
+
+    def build():
         table, pixels, panel_taps = _table(regions, n, out_hw, geo, buf_shape, mr)
         plane = out_hw[0] * out_hw[1]
         # Each row's offset in the NCHW output at channel 0, -1 for padding rows.
         targets = np.where(pixels >= 0, pixels // plane * channels * plane + pixels % plane, -1)
         runs = _runs(kernel, geo, buf_shape[3], buf_shape[3] // groups, buf_shape[2])
-        layout = (table, targets, panel_taps, runs)
-        if len(_LAYOUTS) >= _LAYOUTS_KEPT:
-            _LAYOUTS.clear()
-        _LAYOUTS[key] = layout
-    return layout
+        return table, targets, panel_taps, runs
+
+    key = (_region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), channels, groups, mr)
+    return _cached(key, build)
 
 
 def correlate(buf, wt, regions, n: int, kernel, out_hw, geo, groups: int, out):
@@ -219,11 +233,11 @@ def correlate(buf, wt, regions, n: int, kernel, out_hw, geo, groups: int, out):
     flat_buf, flat_out = buf.reshape(-1), out.reshape(-1)
     plane = out_hw[0] * out_hw[1]
     for g in range(groups):
-        # The group's channels: every window origin moves by g*cg.
+        # The group's channels: its windows start g*cg further in the buffer, its output planes g*og further.
         _correlate_panels(
             flat_buf[g * cg :], table, panel_taps, runs, weights[g].reshape(-1), staging, o_pad, mr, nr, chunk, chunks
         )
-        _scatter(staging, o_pad, og, np.where(targets >= 0, targets + g * og * plane, -1), flat_out, plane)
+        _scatter(staging, o_pad, og, targets, flat_out[g * og * plane :], plane)
     return out
 
 
@@ -231,10 +245,8 @@ def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int)
     """(pixel order, window origins, region spans, region taps, runs) for :func:`_weight_panels`: every output
     pixel once, in region order, no padding rows (the pixels are the reduction, not tile rows). The order
     indexes the pixels ``b*Ho*Wo + y*Wo + z``; None when it is that order already (a single region)."""
-    spans = tuple((r.rows.start, r.rows.stop, r.cols.start, r.cols.stop, r.taps) for r in regions)
-    key = ("weight", spans, n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), groups)
-    layout = _LAYOUTS.get(key)
-    if layout is None:
+
+    def build():
         origins, pixels, _ = _table(regions, n, out_hw, geo, buf_shape, 1)
         order = None if len(regions) == 1 else pixels
         counts = [n * (r.rows.stop - r.rows.start) * (r.cols.stop - r.cols.start) for r in regions]
@@ -242,11 +254,10 @@ def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int)
         region_spans = np.stack([stops - np.asarray(counts, dtype=np.intp), stops], axis=1)
         region_taps = np.array([r.taps for r in regions], dtype=np.intp).reshape(-1, 4)
         runs = _runs(kernel, geo, buf_shape[3], buf_shape[3] // groups, buf_shape[2])
-        layout = (order, origins, region_spans, region_taps, runs)
-        if len(_LAYOUTS) >= _LAYOUTS_KEPT:
-            _LAYOUTS.clear()
-        _LAYOUTS[key] = layout
-    return layout
+        return order, origins, region_spans, region_taps, runs
+
+    key = ("weight", _region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), groups)
+    return _cached(key, build)
 
 
 def weight_gradient_applies(buf, kernel, geo, og: int, groups: int) -> bool:
@@ -281,7 +292,7 @@ def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
         group = channels_last[:, g * og : (g + 1) * og]
         rows = group[pixel_order] if pixel_order is not None else np.ascontiguousarray(group)
         rows = rows.reshape(-1)
-        group_runs = runs.copy()
-        group_runs[:, 3] += g * cg
-        _weight_panels(rows, flat_buf, origins, spans, region_taps, group_runs, dwm[g].reshape(-1), og, k_total, mr, nr, parts)
+        _weight_panels(
+            rows, flat_buf[g * cg :], origins, spans, region_taps, runs, dwm[g].reshape(-1), og, k_total, mr, nr, parts
+        )
     return dwm
