@@ -24,22 +24,61 @@ def test_runs_merge_the_taps_of_a_kernel_row_only_when_they_are_adjacent_in_the_
     assert implicit._runs((1, 3), (1, 1, 0, 0, 1, 1), 4, 2, 10)[:, 5].tolist() == [2, 2, 2]
 
 
-def test_table_lists_every_output_pixel_once_in_region_order_padded_to_whole_panels():
-    n, out_hw, geo = 2, (28, 28), (1, 1, 6, 6, 6, 6)
+def test_layout_lists_every_output_pixel_once_in_region_order_with_the_runs_of_its_region():
+    n, out_hw, geo, channels = 2, (28, 28), (1, 1, 6, 6, 6, 6), 5
     regions = numba_conv._regions((28, 28), (3, 3), out_hw, geo)
     buf_shape = (n, 40, 40, 3)
-    origins, pixels, taps = implicit._table(regions, n, out_hw, geo, buf_shape, MR)
+    table, targets, panel_runs, runs = implicit._layout(regions, n, (3, 3), out_hw, geo, buf_shape, channels, 1, MR)
     counts = [n * (r.rows.stop - r.rows.start) * (r.cols.stop - r.cols.start) for r in regions]
-    assert origins.size == pixels.size == taps.shape[0] * MR == sum(c + -c % MR for c in counts)
-    assert np.sum(pixels < 0) == sum(-c % MR for c in counts)
-    assert sorted(pixels[pixels >= 0].tolist()) == list(range(n * 28 * 28))
-    # The first region is rows 0-5, columns 0-5 (taps 1-2 both ways); its first row is image 0's pixel (0, 0),
-    # its 13th image 0's pixel (2, 0), whose window starts at buffer row 2, column 0.
-    assert pixels[0] == 0 and pixels[12] == 2 * 28 and origins[12] == (2 * 40 + 0) * 3
-    assert taps[0].tolist() == [1, 3, 1, 3]
+    assert table.size == targets.size == panel_runs.shape[0] * MR == sum(c + -c % MR for c in counts)
+    assert np.sum(targets < 0) == sum(-c % MR for c in counts)
+    # Targets are NCHW offsets at channel 0: image b's pixel p at b*C*784 + p, each listed once.
+    plane = 28 * 28
+    assert sorted(targets[targets >= 0].tolist()) == [b * channels * plane + p for b in range(n) for p in range(plane)]
+    # The first region is rows 0-5, columns 0-5: its 13th row is image 0's pixel (2, 0), whose window starts at
+    # buffer row 2, column 0; its 37th image 1's pixel (0, 0).
+    assert targets[12] == 2 * 28 and table[12] == (2 * 40 + 0) * 3
+    assert targets[36] == channels * plane and table[36] == 40 * 40 * 3
+    # It keeps taps 1-2 both ways: four runs of 3 channels, at (i*6*40 + j*6)*3 in the buffer, rows (i*3 + j)*3.
+    first, stop = panel_runs[0]
+    assert runs[first:stop].tolist() == [[(i * 240 + j * 6) * 3, (i * 3 + j) * 3, 3] for i in (1, 2) for j in (1, 2)]
+    # The centre region (rows and columns 6-21) keeps all nine taps.
+    centre = sum(c + -c % MR for c in counts[:4]) // MR
+    first, stop = panel_runs[centre]
+    assert stop - first == 9 and runs[first:stop, 1].tolist() == [3 * t for t in range(9)]
     # A padding row repeats its region's last window, so that the whole panel reads inside the buffer.
-    first_pad = np.flatnonzero(pixels < 0)[0]
-    assert origins[first_pad] == origins[first_pad - 1]
+    first_pad = np.flatnonzero(targets < 0)[0]
+    assert table[first_pad] == table[first_pad - 1]
+
+
+def test_phase_taps_are_the_taps_that_reach_each_phase_of_a_strided_input():
+    # Stride 2, dilation 1: even residues get taps 0 and 2 (tap 2 one output position further back), odd tap 1.
+    assert implicit._phase_taps(3, 2, 1, 0) == [(0, 0), (2, 1)]
+    assert implicit._phase_taps(3, 2, 1, 1) == [(1, 0)]
+    # Stride 2, dilation 2: every tap lands on the even phase, none on the odd one.
+    assert implicit._phase_taps(3, 2, 2, 0) == [(0, 0), (1, 1), (2, 2)]
+    assert implicit._phase_taps(3, 2, 2, 1) == []
+    # Stride 3, a 1x1 kernel: only residue 0.
+    assert [implicit._phase_taps(1, 3, 1, r) for r in range(3)] == [[(0, 0)], [], []]
+
+
+def test_transposed_layout_by_hand():
+    # 5x5 input, 3x3 kernel, stride 2, padding 1: 3x3 grad_out behind one row and column of zeros (4x4 buffer).
+    n, in_hw, geo, channels, og = 1, (5, 5), (2, 2, 1, 1, 1, 1), 7, 4
+    buf_shape = (n, 4, 4, og)
+    table, targets, panel_runs, runs = implicit._transposed_layout(n, in_hw, (3, 3), geo, buf_shape, (1, 1), channels, og, MR)
+    # Phases (y + 1) % 2 = 0, 1 by (z + 1) % 2 = 0, 1: y, z in {1, 3} or {0, 2, 4}; 4, 6, 6, 9 pixels, a panel each.
+    assert table.size == 4 * MR and sorted(targets[targets >= 0].tolist()) == list(range(25))
+    assert [stop - first for first, stop in panel_runs.tolist()] == [4, 2, 2, 1]
+    # Pixel (1, 3) is the second of phase (0, 0): base position ((1 + 1) / 2, (3 + 1) / 2) = (1, 2), buffer (2, 3).
+    assert targets[1] == 1 * 5 + 3 and table[1] == (2 * 4 + 3) * og
+    # Its taps (0, 0), (0, 2), (2, 0), (2, 2) read 0 or 1 positions back; weight rows (i*3 + j)*Og.
+    first, stop = panel_runs[0]
+    back = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert runs[first:stop].tolist() == [[-(a * 4 + b) * og, t * og, og] for (a, b), t in zip(back, (0, 2, 6, 8))]
+    # Phase (1, 1) (pixels with even y and z) sees the centre tap only, at its base position.
+    first, stop = panel_runs[3]
+    assert runs[first:stop].tolist() == [[0, 4 * og, og]]
 
 
 def test_layouts_are_kept_per_geometry():
@@ -99,6 +138,55 @@ def test_weight_gradients_through_the_implicit_product_agree(monkeypatch, shape,
         g = rng.standard_normal(y.shape).astype(dtype)
         assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
     assert len(calls) == 2, "both dtypes must take the implicit weight gradient"
+
+
+def test_transposed_layout_goes_band_by_band_through_the_phases():
+    # 56x56 input, stride 2: phases of 28 columns, pieces of 6 base rows (168 pixels, 14 whole panels).
+    assert implicit._band_rows(28, MR) == 6
+    n, in_hw, geo, og = 1, (56, 56), (2, 2, 1, 1, 1, 1), 4
+    table, targets, panel_runs, runs = implicit._transposed_layout(n, in_hw, (3, 3), geo, (n, 30, 30, og), (1, 1), 3, og, MR)
+    assert sorted(targets[targets >= 0].tolist()) == list(range(56 * 56))
+    # The first band's four phases (4 + 2 + 2 + 1 runs) hold base rows 0-5: input rows 0-10, every column.
+    first_band = np.repeat(panel_runs[:, 0] < 9, MR)
+    band_targets = targets[first_band]
+    assert sorted(band_targets[band_targets >= 0].tolist()) == list(range(11 * 56))
+
+
+@pytest.mark.parametrize(
+    ("shape", "weight", "stride", "padding", "dilation", "groups"),
+    [
+        # Odd sizes; 40 input channels: two column tiles, the second zero-padded.
+        ((2, 40, 11, 12), (24, 40, 3, 3), (2, 2), (1, 1), (1, 1), 1),
+        # Unequal strides, dilation along rows, groups (each group's grad_out channels and dx planes offset).
+        ((2, 36, 13, 10), (10, 18, 3, 2), (3, 2), (0, 2), (2, 1), 2),
+        # 1x1, stride 2: three phases of four see no tap and get zeros.
+        ((1, 16, 7, 8), (8, 16, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+        # Stride 2, dilation 2: the odd phases see no tap.
+        ((2, 32, 9, 9), (20, 32, 3, 3), (2, 2), (2, 2), (2, 2), 1),
+        # The last row and column are in no window (as with a transposed convolution's output padding).
+        ((1, 16, 8, 8), (12, 16, 3, 3), (2, 2), (0, 0), (1, 1), 1),
+    ],
+)
+def test_strided_input_gradients_through_the_phases_agree(monkeypatch, shape, weight, stride, padding, dilation, groups):
+    calls = []
+    original = implicit.transposed
+    monkeypatch.setattr(implicit, "transposed", lambda *args: calls.append(1) or original(*args))
+    rng = np.random.default_rng(9)
+    args = (stride, padding, dilation, groups)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal(weight).astype(dtype)
+        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+    assert len(calls) == 2, "both dtypes must take the phase-split input gradient"
+
+
+def test_the_phase_split_input_gradient_needs_half_a_tile_of_input_channels():
+    assert implicit.transposed_applies(np.dtype(np.float32), NR // 2)
+    assert not implicit.transposed_applies(np.dtype(np.float32), NR // 2 - 1)
+    assert implicit.transposed_applies(np.dtype(np.float64), gemm.tile_shape(np.float64)[1] // 2)
+    assert not implicit.transposed_applies(np.dtype(np.int32), 64)
 
 
 def test_the_implicit_weight_gradient_needs_a_whole_tile_of_channels():

@@ -13,9 +13,10 @@ Same contracts as :mod:`segcore.kernels.conv` (the gradients take the output geo
   per (block, group) (:mod:`.gemm`, or NumPy's for other dtypes), several small images sharing one product. Where the outer taps of a dilated kernel fall in
   the padding for whole bands of rows and columns (ASPP rates on small maps), the output is cut into regions
   that each leave out the taps reading only zeros (see :func:`_regions`). The stride-1 input gradient is the
-  same correlation, of ``grad_out`` with the flipped kernel; a strided one is the transposed product followed
-  by a parallel col2im that gives each thread whole channels, so the scatter-add has no races and a fixed
-  order;
+  same correlation, of ``grad_out`` with the flipped kernel; a strided one is split by phase of the input into
+  stride-1 correlations of ``grad_out`` (:func:`.implicit.transposed`) for float32/float64 when a group has at
+  least half a tile of input channels, else it is the transposed product followed by a parallel col2im that
+  gives each thread whole channels, so the scatter-add has no races and a fixed order;
 * one input channel per group (depthwise): direct loops, parallel over (image, channel) planes, one
   multiply-add sweep per kernel tap so the innermost loop runs along contiguous rows;
 * dense 3x3, stride 1, dilation 1, float32/float64 (the bulk of a ResNet): Winograd F(2x2, 3x3) in
@@ -390,13 +391,13 @@ def _correlate(x, wm, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: 
     if n == 0:
         return out
     buf = _padded_input(x, kernel, out_hw, geo)
+    regions = _regions((h, wd), kernel, out_hw, geo)
+    if x.dtype in (np.float32, np.float64):  # the register tile's dtypes
+        return implicit.correlate(buf, wm, regions, n, kernel, out_hw, geo, groups, out)
     # (G, K, Og): the weight matrix transposed, so that each block's product is (pixels, K) @ (K, Og), the long
     # pixel axis as the rows. With the pixels as columns instead, the GEMM had to copy the im2col block into
     # panels (its rows are the pixels) and ran 4-12% slower than OpenBLAS; this way nothing is copied.
     wt = np.ascontiguousarray(np.swapaxes(_taps_last(wm, cg, kernel), 1, 2))
-    regions = _regions((h, wd), kernel, out_hw, geo)
-    if x.dtype in (np.float32, np.float64):  # the register tile's dtypes
-        return implicit.correlate(buf, wt, regions, n, kernel, out_hw, geo, groups, out)
     cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
     for region in regions:
         depth, width = _region_depth(region, cg), region.cols.stop - region.cols.start
@@ -456,6 +457,8 @@ def conv2d_grad_input(xp, grad_out, w, input_shape, stride: Pair, padding: Pair,
         wm = np.ascontiguousarray(np.transpose(flipped, (0, 2, 1, 3, 4))).reshape(groups, cg, og * kh * kw)
         geo_t = (1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw)
         return _correlate(g_out, wm, (kh, kw), (h, wd), geo_t, groups)
+    if implicit.transposed_applies(g_out.dtype, cg):
+        return implicit.transposed(g_out, w, (h, wd), geo, groups)
     wt = np.ascontiguousarray(np.swapaxes(w.reshape(groups, og, k), 1, 2))  # (G, K, Og)
     dx = np.zeros((n, c, h, wd), dtype=g_out.dtype)
     # One image per block here: col2im adds one image's patches back into its own planes.

@@ -8,9 +8,19 @@ tap's offset added to every origin. Against im2col + GEMM this skips writing and
 ``(pixels, kh*kw*C)`` patch matrix (at 28x28, 256 channels, rate 6: 2.3 ms of a 20 ms forward).
 
 Rows are ordered by output region (:func:`.conv._regions`): every 12-row panel of the table lies in one region,
-so it runs over that region's taps only and skips taps that read padding alone (dilated convolutions on small
+so it runs over that region's runs only and skips taps that read padding alone (dilated convolutions on small
 maps). Each region's rows are padded to whole panels by repeating its last pixel; those rows are computed and
-dropped. The channels-last result then goes into the NCHW output by one parallel scatter.
+dropped. The weights are packed once per call into 32-column tiles whose rows are contiguous, so a tile visit
+streams them in order (read in place from the ``(K, O)`` matrix, rows 1 KiB apart, the product ran 10% slower).
+Each thread sums a chunk of panels in its own staging rows and scatters them into the NCHW output at once, while
+they are still in its level-2 cache (a separate scatter pass over the whole result cost 1.1 ms of a 15 ms
+forward at rate 6).
+
+A strided convolution's input gradient (:func:`transposed`) goes through the same product, split by phase: the
+input positions with the same ``(y + ph) % sh, (z + pw) % sw`` are reached by the same taps, so each phase is a
+stride-1 correlation of ``grad_out`` with its taps, read in place in one padded channels-last copy; the pieces go
+band by band of rows through the phases so that a chunk's scatter writes whole lines of the result. This
+replaces a transposed GEMM and a col2im scatter-add.
 
 The weight gradient (:func:`weight_gradient`) is the same product with the pixels as its reduction: the rows
 of ``grad_out``, channels-last in region order, times the windows, whose offsets a second tile variant
@@ -28,11 +38,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import gemm
 
-__all__ = ["correlate"]
+__all__ = ["correlate", "transposed", "transposed_applies", "weight_gradient", "weight_gradient_applies"]
 
 # Channels per tile visit: the GEMM's reduction block.
 _KC = gemm._KC
@@ -41,53 +52,60 @@ _KC = gemm._KC
 _CHUNK_PANELS = 32
 
 
-@njit(nogil=True, parallel=True, cache=True, error_model="numpy")
-def _correlate_panels(buf, table, panel_taps, runs, wt, staging, o_pad, mr, nr, chunk, chunks):
-    """``staging[r, :] = sum over runs of buf[table[r] + run offset + k] * wt[run row + k, :]`` for every row
-    ``r`` of the table, summing only the runs whose taps the row's panel keeps.
+@njit(nogil=True, cache=True)
+def _scatter(rows, o_pad, og, targets, first, count, out, channel_step):
+    """``out[targets[first + r] + o*channel_step] = rows[r*o_pad + o]`` for ``r < count``, ``o < og`` and every
+    target that is not negative: channels-last rows into the flattened NCHW output (``channel_step`` its plane
+    size, ``targets`` each row's ``(b, 0, y, z)`` offset).
 
-    ``runs`` rows are ``(i, j0, j1, buf offset, first weight row, length)``: taps ``(i, j0..j1)`` whose channels
-    are one contiguous run of ``length`` values in ``buf`` and rows in ``wt`` ``(K, o_pad)``. ``panel_taps``
-    rows are a panel's ``(i0, i1, j0, j1)``. ``staging`` is ``(rows, o_pad)`` flattened.
+    Blocks of 32 rows: a block's rows (32 KiB at 256 channels) stay in the level-1 cache while each channel's
+    32 values are read down a column and written along an output row.
+    """
+    block = 32
+    for r0 in range(0, count, block):
+        r1 = min(count, r0 + block)
+        for o in range(og):
+            for r in range(r0, r1):
+                target = targets[first + r]
+                if target >= 0:
+                    out[target + o * channel_step] = rows[r * o_pad + o]
+
+
+@njit(nogil=True, parallel=True, cache=True, error_model="numpy")
+def _correlate_panels(buf, table, panel_runs, runs, packed, k_total, o_pad, og, targets, out, channel_step, mr, nr,
+                      chunk, chunks, staging):  # fmt: skip
+    """``out[targets[r] + o*channel_step] = sum over the runs u of the row's panel of
+    sum_k buf[table[r] + off_u + k] * w[row_u + k, o]`` for every row ``r`` of the table and ``o < og``.
+
+    ``runs`` rows are ``(buf offset, first weight row, length)``: a contiguous run of values in ``buf`` (from a
+    window's origin) and of rows of the ``(k_total, o_pad)`` weight matrix ``w``, given ``packed`` as its
+    ``nr``-column tiles one after the other, each ``(k_total, nr)`` with its rows contiguous (so that a tile
+    visit streams its weights in order). ``panel_runs`` rows are a panel's ``[first, stop)`` runs. Rows with a
+    negative target are computed and dropped. ``staging`` is ``(threads, chunk*mr*o_pad)``: each thread sums
+    its chunk of panels there (in its level-2 cache) and scatters it into ``out`` at once.
     """
     panels = table.size // mr
     for q in prange(chunks):
         p0 = q * chunk
         p1 = min(panels, p0 + chunk)
-        staging[p0 * mr * o_pad : p1 * mr * o_pad] = 0
-        for u in range(runs.shape[0]):
-            i, j0, j1, off, w0, length = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4], runs[u, 5]
+        if p1 <= p0:
+            continue
+        rows = staging[numba.get_thread_id()]
+        rows[: (p1 - p0) * mr * o_pad] = 0
+        # The runs of this chunk's panels: a range, since panels of one piece are adjacent and share theirs.
+        for u in range(panel_runs[p0:p1, 0].min(), panel_runs[p0:p1, 1].max()):
+            off, w0, length = runs[u, 0], runs[u, 1], runs[u, 2]
             for k0 in range(0, length, _KC):
                 kc = min(_KC, length - k0)
                 for r in range(p0, p1):
-                    if i < panel_taps[r, 0] or i >= panel_taps[r, 1] or j1 <= panel_taps[r, 2] or j0 >= panel_taps[r, 3]:
+                    if u < panel_runs[r, 0] or u >= panel_runs[r, 1]:
                         continue
                     for n0 in range(0, o_pad, nr):
                         gemm._tile_rows(
-                            buf, table, r * mr, off + k0, 1, wt, (w0 + k0) * o_pad + n0, o_pad,
-                            staging, r * mr * o_pad + n0, o_pad, kc, True,
+                            buf, table, r * mr, off + k0, 1, packed, n0 * k_total + (w0 + k0) * nr, nr,
+                            rows, (r - p0) * mr * o_pad + n0, o_pad, kc, True,
                         )  # fmt: skip
-
-
-@njit(nogil=True, parallel=True, cache=True)
-def _scatter(staging, o_pad, og, targets, out, channel_step):
-    """``out[targets[r] + o*channel_step] = staging[r, o]`` for ``o < og`` and every staging row ``r`` whose
-    target is not negative: the channels-last rows into the flattened NCHW output (``channel_step`` its plane
-    size, ``targets`` each row's ``(b, o0, y, z)`` offset).
-
-    Blocks of 32 rows: a block's rows (32 KiB at 256 channels) stay in the level-1 cache while each channel's
-    32 values are read down a column and written along an output row.
-    """
-    rows = targets.size
-    block = 32
-    for t in prange((rows + block - 1) // block):
-        r0 = t * block
-        r1 = min(rows, r0 + block)
-        for o in range(og):
-            for r in range(r0, r1):
-                target = targets[r]
-                if target >= 0:
-                    out[target + o * channel_step] = staging[r * o_pad + o]
+        _scatter(rows, o_pad, og, targets, p0 * mr, (p1 - p0) * mr, out, channel_step)
 
 
 @njit(nogil=True, parallel=True, cache=True, error_model="numpy")
@@ -145,32 +163,45 @@ def _runs(kernel, geo, c: int, cg: int, wp: int):
     return np.array(runs, dtype=np.intp).reshape(-1, 6)
 
 
-def _table(regions, n: int, out_hw, geo, buf_shape, mr: int):
-    """Window origins (flat buffer offsets) in region order, each region padded to whole panels; the flat
-    output pixel ``b*Ho*Wo + y*Wo + z`` of every row (-1 for padding rows); each panel's taps."""
-    (ho, wo), (sh, sw, _, _, _, _) = out_hw, geo
-    _, hp, wp, c = buf_shape
-    origins, pixels, taps = [], [], []
-    for region in regions:
-        b, y, z = np.meshgrid(
-            np.arange(n), np.arange(region.rows.start, region.rows.stop),
-            np.arange(region.cols.start, region.cols.stop), indexing="ij",
-        )  # fmt: skip
-        b, y, z = b.ravel(), y.ravel(), z.ravel()
-        if b.size == 0:
+def _region_pixels(region, n: int, out_hw, geo, buf_shape):
+    """Window origins (flat buffer offsets) and flat output pixels ``b*Ho*Wo + y*Wo + z`` of the pixels of one
+    region, image-major."""
+    (ho, wo), (sh, sw, _, _, _, _), (_, hp, wp, c) = out_hw, geo, buf_shape
+    b, y, z = np.meshgrid(
+        np.arange(n), np.arange(region.rows.start, region.rows.stop),
+        np.arange(region.cols.start, region.cols.stop), indexing="ij",
+    )  # fmt: skip
+    b, y, z = b.ravel(), y.ravel(), z.ravel()
+    return ((b * hp + y * sh) * wp + z * sw) * c, (b * ho + y) * wo + z
+
+
+def _region_runs(runs, taps):
+    """The ``(buf offset, weight row, length)`` of the :func:`_runs` rows that meet a region's taps
+    ``(i0, i1, j0, j1)``."""
+    i0, i1, j0, j1 = taps
+    meets = (runs[:, 0] >= i0) & (runs[:, 0] < i1) & (runs[:, 2] > j0) & (runs[:, 1] < j1)
+    return runs[meets][:, 3:]
+
+
+def _panel_layout(pieces, mr: int):
+    """Table rows in whole panels from ``pieces``, each ``(window origins, output pixels, runs)``: the origins
+    one after the other, each piece padded to whole panels by repeating its last origin; the output pixel of
+    every row (-1 for padding rows); each panel's ``[first, stop)`` rows of the concatenated runs."""
+    origins, pixels, panel_runs, runs = [], [], [], []
+    first = 0
+    for origin, pixel, piece_runs in pieces:
+        if origin.size == 0:
             continue
-        pad = -b.size % mr
-        origin = ((b * hp + y * sh) * wp + z * sw) * c
+        pad = -origin.size % mr
         origins += [origin, np.full(pad, origin[-1])]
-        pixels += [(b * ho + y) * wo + z, np.full(pad, -1)]
-        taps += [np.tile(np.array(region.taps, dtype=np.intp), ((b.size + pad) // mr, 1))]
+        pixels += [pixel, np.full(pad, -1)]
+        stop = first + len(piece_runs)
+        panel_runs.append(np.tile(np.array([first, stop]), ((origin.size + pad) // mr, 1)))
+        runs.append(np.asarray(piece_runs, dtype=np.intp).reshape(-1, 3))
+        first = stop
     if not origins:
-        return np.empty(0, np.intp), np.empty(0, np.intp), np.empty((0, 4), np.intp)
-    return (
-        np.concatenate(origins).astype(np.intp),
-        np.concatenate(pixels).astype(np.intp),
-        np.concatenate(taps).astype(np.intp),
-    )
+        return np.empty(0, np.intp), np.empty(0, np.intp), np.empty((0, 2), np.intp), np.empty((0, 3), np.intp)
+    return tuple(np.concatenate(part).astype(np.intp) for part in (origins, pixels, panel_runs, runs))
 
 
 # Layouts of recent calls, by geometry: a training loop calls each layer with the same shapes every step.
@@ -195,50 +226,159 @@ def _region_key(regions) -> tuple:
     return tuple((r.rows.start, r.rows.stop, r.cols.start, r.cols.stop, r.taps) for r in regions)
 
 
+def _targets(pixels, plane: int, channels: int):
+    """Each row's offset in the flattened NCHW output at channel 0 (``pixels`` flat ``b*plane + pixel``, -1 for
+    rows to drop, which stay -1)."""
+    return np.where(pixels >= 0, pixels // plane * channels * plane + pixels % plane, -1)
+
+
 def _layout(regions, n: int, kernel, out_hw, geo, buf_shape, channels: int, groups: int, mr: int):
-    """(window origins, output offsets, panel taps, runs) for :func:`_correlate_panels` and :func:`_scatter`,
-    from a cache keyed by the geometry."""
+    """(window origins, output offsets, panel runs, runs) for :func:`_correlate_panels`, region by region (each
+    region's runs those of the taps it keeps), from a cache keyed by the geometry."""
 
     def build():
-        table, pixels, panel_taps = _table(regions, n, out_hw, geo, buf_shape, mr)
-        plane = out_hw[0] * out_hw[1]
-        # Each row's offset in the NCHW output at channel 0, -1 for padding rows.
-        targets = np.where(pixels >= 0, pixels // plane * channels * plane + pixels % plane, -1)
         runs = _runs(kernel, geo, buf_shape[3], buf_shape[3] // groups, buf_shape[2])
-        return table, targets, panel_taps, runs
+        pieces = [(*_region_pixels(r, n, out_hw, geo, buf_shape), _region_runs(runs, r.taps)) for r in regions]
+        table, pixels, panel_runs, piece_runs = _panel_layout(pieces, mr)
+        return table, _targets(pixels, out_hw[0] * out_hw[1], channels), panel_runs, piece_runs
 
     key = (_region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), channels, groups, mr)
     return _cached(key, build)
 
 
-def correlate(buf, wt, regions, n: int, kernel, out_hw, geo, groups: int, out):
-    """``out`` (NCHW, ``(N, groups*Og, Ho, Wo)``) of the grouped correlation of the padded channels-last input
-    ``buf`` ``(N, Hp, Wp, C)`` (the windows of output pixel ``(y, z)`` start at ``(y*sh, z*sw)``) with ``wt``
-    ``(groups, kh*kw*Cg, Og)`` in ``(i, j, c)`` row order. float32/float64 only."""
+def _packed(weights, nr: int):
+    """``(G, N, *reduction)`` weights (column ``n`` of each group's product; the reduction axes flatten to its
+    ``K`` rows) as ``(G, tiles, K, nr)``: its ``nr``-column tiles, each tile's rows contiguous, columns past
+    ``N`` zero. One transposing copy from any view."""
+    g, columns, *reduction = weights.shape
+    whole, rest = divmod(columns, nr)
+    packed = np.empty((g, whole + (rest > 0), *reduction, nr), dtype=weights.dtype)
+    packed[:, :whole] = np.moveaxis(weights[:, : whole * nr].reshape(g, whole, nr, *reduction), 2, -1)
+    if rest:
+        packed[:, whole] = 0
+        packed[:, whole, ..., :rest] = np.moveaxis(weights[:, whole * nr :], 1, -1)
+    return packed.reshape(g, packed.shape[1], -1, nr)
+
+
+def _run_panels(buf, layout, weights, groups: int, out, plane: int, in_group: int, out_group: int):
+    """:func:`_correlate_panels` for each group over ``layout`` (window origins, output offsets, panel runs,
+    runs), ``weights`` as for :func:`_packed`; the group's windows start ``in_group`` values further in the
+    flat buffer, its output planes ``out_group`` planes further in the flat output."""
+    table, targets, panel_runs, runs = layout
     mr, nr = gemm.tile_shape(buf.dtype)
-    c = buf.shape[3]
-    cg, og = c // groups, wt.shape[2]
-    o_pad = -(-og // nr) * nr
-    table, targets, panel_taps, runs = _layout(regions, n, kernel, out_hw, geo, buf.shape, out.shape[1], groups, mr)
+    packed = _packed(weights, nr)
+    tiles, k_total = packed.shape[1], packed.shape[2]
+    o_pad, og = tiles * nr, weights.shape[1]
     panels = table.size // mr
     threads = numba.get_num_threads()
     # Chunks in a multiple of the threads, so that every thread gets as many.
     chunks = threads * max(1, -(-panels // (threads * _CHUNK_PANELS)))
     chunk = -(-panels // chunks)
-    staging = scratch(np, "numba.conv.staging", (table.size * o_pad,), buf.dtype)
-    # The weight columns padded to whole tiles with zeros (a copy only when Og is not a multiple of the tile).
-    weights = wt if o_pad == og else np.zeros((groups, wt.shape[1], o_pad), dtype=buf.dtype)
-    if weights is not wt:
-        weights[:, :, :og] = wt
+    staging = scratch(np, "numba.conv.staging", (threads, chunk * mr * o_pad), buf.dtype)
     flat_buf, flat_out = buf.reshape(-1), out.reshape(-1)
-    plane = out_hw[0] * out_hw[1]
     for g in range(groups):
-        # The group's channels: its windows start g*cg further in the buffer, its output planes g*og further.
         _correlate_panels(
-            flat_buf[g * cg :], table, panel_taps, runs, weights[g].reshape(-1), staging, o_pad, mr, nr, chunk, chunks
-        )
-        _scatter(staging, o_pad, og, targets, flat_out[g * og * plane :], plane)
+            flat_buf[g * in_group :], table, panel_runs, runs, packed[g].reshape(-1), k_total, o_pad, og, targets,
+            flat_out[g * out_group * plane :], plane, mr, nr, chunk, chunks, staging,
+        )  # fmt: skip
     return out
+
+
+def correlate(buf, wm, regions, n: int, kernel, out_hw, geo, groups: int, out):
+    """``out`` (NCHW, ``(N, groups*Og, Ho, Wo)``) of the grouped correlation of the padded channels-last input
+    ``buf`` ``(N, Hp, Wp, C)`` (the windows of output pixel ``(y, z)`` start at ``(y*sh, z*sw)``) with ``wm``
+    ``(groups, Og, Cg*kh*kw)`` in the weight's own ``(c, i, j)`` order. float32/float64 only."""
+    mr, _ = gemm.tile_shape(buf.dtype)
+    cg, og = buf.shape[3] // groups, wm.shape[1]
+    layout = _layout(regions, n, kernel, out_hw, geo, buf.shape, out.shape[1], groups, mr)
+    # Rows of the product in (i, j, c) order, the order of a window's runs.
+    weights = np.moveaxis(wm.reshape(groups, og, cg, *kernel), 2, 4)
+    return _run_panels(buf, layout, weights, groups, out, out_hw[0] * out_hw[1], cg, og)
+
+
+def _phase_taps(k: int, stride: int, dilation: int, residue: int) -> list[tuple[int, int]]:
+    """``(tap, steps back)`` along one axis for the input positions ``y`` with ``(y + pad) % stride == residue``:
+    the taps ``i`` that reach such a ``y`` from an output position (``i*dilation = residue`` modulo the
+    stride), and how many output positions before ``(y + pad - residue) / stride`` they read."""
+    return [(i, (i * dilation - residue) // stride) for i in range(k) if (i * dilation - residue) % stride == 0]
+
+
+def _transposed_layout(n: int, in_hw, kernel, geo, buf_shape, back, channels: int, og: int, mr: int):
+    """(window origins, output offsets, panel runs, runs) of the strided transposed product, one piece per phase
+    of the input: positions ``(y, z)`` with the same ``((y + ph) % sh, (z + pw) % sw)`` see the same taps,
+    tap ``(i, j)`` reading ``grad_out`` at ``((y + ph - i*dh) / sh, (z + pw - j*dw) / sw)``. The buffer is
+    ``grad_out`` channels-last after ``back`` rows and columns of zeros: a window's origin is its phase's base
+    position ``((y + ph - ry) / sh, (z + pw - rz) / sw)``, each tap a run of ``og`` channels some steps before
+    it, its weight rows ``(i*kw + j)*og``. Cached by geometry."""
+
+    def build():
+        (h, w), (kh, kw), (sh, sw, ph, pw, dh, dw) = in_hw, kernel, geo
+        _, hb, wb, o = buf_shape
+        phases = []
+        for ry in range(sh):
+            for rz in range(sw):
+                b, y, z = np.meshgrid(
+                    np.arange(n), np.arange((ry - ph) % sh, h, sh), np.arange((rz - pw) % sw, w, sw), indexing="ij"
+                )
+                b, y, z = b.ravel(), y.ravel(), z.ravel()
+                base_y, base_z = (y + ph - ry) // sh, (z + pw - rz) // sw
+                origins = ((b * hb + base_y + back[0]) * wb + base_z + back[1]) * o
+                runs = [
+                    (-(steps_i * wb + steps_j) * o, (i * kw + j) * og, og)
+                    for i, steps_i in _phase_taps(kh, sh, dh, ry)
+                    for j, steps_j in _phase_taps(kw, sw, dw, rz)
+                ]
+                phases.append((b * hb + base_y, origins, (b * h + y) * w + z, runs))
+        # Pieces by band of base rows, the phases of a band one after the other: a chunk of panels then covers
+        # whole lines of the input gradient, so that its scatter writes whole cache lines.
+        band = _band_rows(-(-w // sw), mr)
+        pieces = []
+        for first in range(0, n * hb, band):
+            for rows, origins, pixels, runs in phases:
+                lo, hi = np.searchsorted(rows, [first, first + band])
+                pieces.append((origins[lo:hi], pixels[lo:hi], runs))
+        table, pixels, panel_runs, runs = _panel_layout(pieces, mr)
+        return table, _targets(pixels, h * w, channels), panel_runs, runs
+
+    key = ("transposed", n, tuple(in_hw), tuple(kernel), tuple(geo), tuple(buf_shape), tuple(back), channels, og, mr)
+    return _cached(key, build)
+
+
+def _band_rows(columns: int, mr: int) -> int:
+    """Rows of ``columns`` pixels per piece of the transposed product: at least 8 panels' worth, and of the
+    counts up to twice that the one that wastes the smallest share of its last panel."""
+    least = max(1, -(-8 * mr // columns))
+    return min(range(least, 2 * least + 1), key=lambda rows: (-(rows * columns) % mr) / (rows * columns))
+
+
+def transposed_applies(dtype, cg: int) -> bool:
+    """Whether :func:`transposed` serves a strided input gradient: float32/float64 and at least half a tile's
+    columns of input channels per group (the product's columns; narrower groups would waste most of a tile)."""
+    if dtype not in (np.float32, np.float64):
+        return False
+    return 2 * cg >= gemm.tile_shape(dtype)[1]
+
+
+def transposed(grad_out, w, in_hw, geo, groups: int):
+    """The input gradient of a strided convolution, ``(N, C, H, W)`` for ``in_hw``: for each phase of the input
+    (see :func:`_transposed_layout`) a stride-1 product of ``grad_out``'s windows with the taps that reach it,
+    read in place in one padded channels-last copy of ``grad_out``; no col2im and no scatter-add. ``w`` is
+    ``(O, C/groups, kh, kw)``. Only where :func:`transposed_applies`."""
+    mr, _ = gemm.tile_shape(grad_out.dtype)
+    n, o = grad_out.shape[:2]
+    _, cg, kh, kw = w.shape
+    og = o // groups
+    (h, wd), (sh, sw, ph, pw, dh, dw) = in_hw, geo
+    # Zeros before grad_out for the taps that reach back furthest, and rows and columns up to the last base
+    # position of any phase (grad_out's rows past it are never read; those missing from it read zeros).
+    back = ((kh - 1) * dh // sh, (kw - 1) * dw // sw)
+    extent = (back[0] + (h - 1 + ph) // sh + 1, back[1] + (wd - 1 + pw) // sw + 1)
+    buf = padded(np, grad_out, back, extent, channels_last=True)
+    layout = _transposed_layout(n, in_hw, (kh, kw), geo, buf.shape, back, groups * cg, og, mr)
+    # Rows of the product in (i, j, o) order: tap (i, j)'s run of Og channels at (i*kw + j)*Og.
+    weights = np.moveaxis(w.reshape(groups, og, cg, kh, kw), 1, 4)
+    dx = np.empty((n, groups * cg, h, wd), dtype=grad_out.dtype)
+    return _run_panels(buf, layout, weights, groups, dx, h * wd, og, cg)
 
 
 def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int):
@@ -247,7 +387,8 @@ def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int)
     indexes the pixels ``b*Ho*Wo + y*Wo + z``; None when it is that order already (a single region)."""
 
     def build():
-        origins, pixels, _ = _table(regions, n, out_hw, geo, buf_shape, 1)
+        located = [_region_pixels(r, n, out_hw, geo, buf_shape) for r in regions]
+        origins, pixels = (np.concatenate(part).astype(np.intp) for part in zip(*located))
         order = None if len(regions) == 1 else pixels
         counts = [n * (r.rows.stop - r.rows.start) * (r.cols.stop - r.cols.start) for r in regions]
         stops = np.cumsum(counts, dtype=np.intp)
