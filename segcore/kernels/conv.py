@@ -59,11 +59,13 @@ def overlap(size: int, offset: int, extent: int) -> tuple[slice, slice]:
     return slice(start - offset, stop - offset), slice(start, stop)
 
 
-def padded(xp, x, offset: Pair, extent: Pair, channels_last: bool):
+def padded(xp, x, offset: Pair, extent: Pair, channels_last: bool, copy=None):
     """Scratch buffer of spatial size ``extent`` holding ``x`` at ``offset`` (negative offsets crop), zeros
     around it; NHWC when ``channels_last``, else NCHW. Valid until the next call (see :mod:`.workspace`).
 
-    Rows and columns beyond the extent are never read by any window, so they are not copied.
+    Rows and columns beyond the extent are never read by any window, so they are not copied. ``copy(dst, src)``
+    does the interior copy between two ``(N, C, h, w)`` views (default ``dst[...] = src``): a backend may
+    spread it over threads.
     """
     n, c, h, w = x.shape
     (sh, dh), (sw, dw) = overlap(h, offset[0], extent[0]), overlap(w, offset[1], extent[1])
@@ -77,7 +79,10 @@ def padded(xp, x, offset: Pair, extent: Pair, channels_last: bool):
     nchw[:, :, dh.stop :] = 0
     nchw[:, :, dh, : dw.start] = 0
     nchw[:, :, dh, dw.stop :] = 0
-    nchw[:, :, dh, dw] = x[:, :, sh, sw]
+    if copy is None:
+        nchw[:, :, dh, dw] = x[:, :, sh, sw]
+    else:
+        copy(nchw[:, :, dh, dw], x[:, :, sh, sw])
     return buf
 
 

@@ -7,9 +7,12 @@ import signal
 import threading
 import time
 
+import numba
+import numpy as np
 import pytest
 
-from segcore_numba.cpu.shares import run_shares, split
+from segcore_numba.cpu import shares
+from segcore_numba.cpu.shares import copy_in_shares, run_shares, split
 
 
 @pytest.mark.parametrize("total, parts", [(0, 2), (1, 2), (7, 2), (224, 2), (10, 3), (5, 8), (9, 1)])
@@ -85,3 +88,24 @@ def test_a_forked_child_gets_working_threads():
         os.waitpid(pid, 0)
         pytest.fail("the forked child's shares never finished")
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+@pytest.mark.parametrize("images", [1, 3])
+def test_copy_in_shares_copies_a_transposed_view_split_along_images_or_channels(monkeypatch, images):
+    totals = []
+    original = shares.run_shares
+    monkeypatch.setattr(shares, "run_shares", lambda work, total: totals.append(total) or original(work, total, 2))
+    x = np.arange(images * 5 * 4 * 6, dtype=np.float32).reshape(images, 5, 4, 6)
+    buf = np.full((images, 6, 8, 5), -1.0, dtype=np.float32)  # channels-last, a border of -1 left alone
+    interior = np.moveaxis(buf, 3, 1)[:, :, 1:5, 1:7]
+    copy_in_shares(interior, x)
+    assert np.array_equal(np.moveaxis(buf, 3, 1)[:, :, 1:5, 1:7], x)
+    assert (buf[:, 0] == -1).all() and (buf[:, :, 0] == -1).all() and (buf[:, 5] == -1).all()
+    # One image is fewer than the threads: the five channels are shared out instead.
+    expected = 5 if images < numba.get_num_threads() else images
+    assert totals == [expected]
+
+
+def test_copy_in_shares_rejects_arrays_of_different_shapes():
+    with pytest.raises(ValueError, match=r"dst \(2, 3\) and src \(3, 2\)"):
+        copy_in_shares(np.zeros((2, 3)), np.zeros((3, 2)))

@@ -38,6 +38,7 @@ from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import gemm, implicit, winograd
+from .shares import copy_in_shares
 
 __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "KERNELS"]
 
@@ -314,11 +315,12 @@ def _padded_input(x, kernel: Pair, out_hw: Pair, geo: tuple):
     thread.
 
     Offsets may be negative (the input gradient's correlation crops). The transposing copy runs in NumPy,
-    whose blocked copy loop measured 2.5-3.5x faster than a compiled element loop.
+    whose blocked copy loop measured 2.5-3.5x faster than a compiled element loop, one share of the images per
+    thread (:func:`.shares.copy_in_shares`).
     """
     (kh, kw), (ho, wo), (sh, sw, ph, pw, dh, dw) = kernel, out_hw, geo
     extent = ((ho - 1) * sh + dh * (kh - 1) + 1, (wo - 1) * sw + dw * (kw - 1) + 1)
-    return padded(np, x, (ph, pw), extent, channels_last=True)
+    return padded(np, x, (ph, pw), extent, channels_last=True, copy=copy_in_shares)
 
 
 def _gather_block(buf, images: slice, rows: slice, region: _Region, c0: int, cg: int, geo: tuple, cols):
@@ -349,10 +351,10 @@ def _region_weights(wt, region: _Region, kernel: Pair, cg: int):
     return np.ascontiguousarray(wt.reshape(g, kh, kw, cg, og)[:, i0:i1, j0:j1]).reshape(g, -1, og)
 
 
-def _taps_last(wm, cg: int, kernel: Pair):
-    """``(G, O', cg*kh*kw)`` in ``(c, i, j)`` order -> ``(i, j, c)`` order, the order of the im2col columns."""
-    g, o = wm.shape[:2]
-    return np.ascontiguousarray(np.transpose(wm.reshape(g, o, cg, *kernel), (0, 1, 3, 4, 2))).reshape(g, o, -1)
+def _taps_last(weights):
+    """``(G, O', Cg, kh, kw)`` -> ``(G, O', kh*kw*Cg)`` in ``(i, j, c)`` order, the order of the im2col columns."""
+    g, o = weights.shape[:2]
+    return np.ascontiguousarray(np.transpose(weights, (0, 1, 3, 4, 2))).reshape(g, o, -1)
 
 
 def _is_pointwise(kernel: Pair, stride: Pair, padding: Pair, x_hw: Pair, out_hw: Pair) -> bool:
@@ -365,16 +367,16 @@ def _geometry(stride, padding, dilation) -> tuple[int, ...]:
     return int(sh), int(sw), int(ph), int(pw), int(dh), int(dw)
 
 
-def _correlate(x, wm, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: int):
+def _correlate(x, weights, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: int):
     """Grouped correlation: an implicit GEMM for float32/float64 (:mod:`.implicit`), else im2col + GEMM, one
     per (block of output pixels, group):
 
-    ``out[n, g*Og + o, y, z] = sum_(c, i, j) wm[g, o, (c, i, j)] * x[n, g*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw]``
-    with ``wm`` the ``(G, Og, Cg*kh*kw)`` weight matrix and zeros outside ``x``; the padding in ``geo`` may be
+    ``out[n, g*Og + o, y, z] = sum_(c, i, j) weights[g, o, c, i, j] * x[n, g*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw]``
+    with ``weights`` ``(G, Og, Cg, kh, kw)`` (any view) and zeros outside ``x``; the padding in ``geo`` may be
     negative (the input gradient's correlation crops). Returns ``(N, G*Og, Ho, Wo)`` for ``out_hw``.
     """
     n, c, h, wd = x.shape
-    og = wm.shape[1]
+    og = weights.shape[1]
     cg = c // groups
     kh, kw = kernel
     ho, wo = out_hw
@@ -386,18 +388,18 @@ def _correlate(x, wm, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], groups: 
         for b in range(n):
             for g in range(groups):
                 target = out[b, g * og : (g + 1) * og].reshape(og, ho * wo)
-                np.matmul(wm[g], x[b, g * cg : (g + 1) * cg].reshape(cg, h * wd), out=target)
+                np.matmul(weights[g, :, :, 0, 0], x[b, g * cg : (g + 1) * cg].reshape(cg, h * wd), out=target)
         return out
     if n == 0:
         return out
     buf = _padded_input(x, kernel, out_hw, geo)
     regions = _regions((h, wd), kernel, out_hw, geo)
     if x.dtype in (np.float32, np.float64):  # the register tile's dtypes
-        return implicit.correlate(buf, wm, regions, n, kernel, out_hw, geo, groups, out)
+        return implicit.correlate(buf, weights, regions, n, kernel, out_hw, geo, groups, out)
     # (G, K, Og): the weight matrix transposed, so that each block's product is (pixels, K) @ (K, Og), the long
     # pixel axis as the rows. With the pixels as columns instead, the GEMM had to copy the im2col block into
     # panels (its rows are the pixels) and ran 4-12% slower than OpenBLAS; this way nothing is copied.
-    wt = np.ascontiguousarray(np.swapaxes(_taps_last(wm, cg, kernel), 1, 2))
+    wt = np.ascontiguousarray(np.swapaxes(_taps_last(weights), 1, 2))
     cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
     for region in regions:
         depth, width = _region_depth(region, cg), region.cols.stop - region.cols.start
@@ -431,7 +433,7 @@ def conv2d(xp, x, w, stride: Pair, padding: Pair, dilation: Pair, groups: int):
         return out
     if winograd.applies(w.shape, (sh, sw), (dh, dw), groups, x.dtype):
         return winograd.conv2d(x, w, (ph, pw))
-    return _correlate(x, w.reshape(groups, o // groups, cg * kh * kw), (kh, kw), (ho, wo), geo, groups)
+    return _correlate(x, w.reshape(groups, o // groups, cg, kh, kw), (kh, kw), (ho, wo), geo, groups)
 
 
 def conv2d_grad_input(xp, grad_out, w, input_shape, stride: Pair, padding: Pair, dilation: Pair, groups: int):
@@ -454,9 +456,8 @@ def conv2d_grad_input(xp, grad_out, w, input_shape, stride: Pair, padding: Pair,
         # of grad_out with the flipped kernel, channels swapped within each group (the GEMM then has the long
         # Og*kh*kw inner dimension and no col2im pass is needed). Its padding may be negative.
         flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
-        wm = np.ascontiguousarray(np.transpose(flipped, (0, 2, 1, 3, 4))).reshape(groups, cg, og * kh * kw)
         geo_t = (1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw)
-        return _correlate(g_out, wm, (kh, kw), (h, wd), geo_t, groups)
+        return _correlate(g_out, np.swapaxes(flipped, 1, 2), (kh, kw), (h, wd), geo_t, groups)
     if implicit.transposed_applies(g_out.dtype, cg):
         return implicit.transposed(g_out, w, (h, wd), geo, groups)
     wt = np.ascontiguousarray(np.swapaxes(w.reshape(groups, og, k), 1, 2))  # (G, K, Og)

@@ -42,6 +42,7 @@ from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import gemm
+from .shares import copy_in_shares, run_shares
 
 __all__ = ["correlate", "transposed", "transposed_applies", "weight_gradient", "weight_gradient_applies"]
 
@@ -249,11 +250,11 @@ def _layout(regions, n: int, kernel, out_hw, geo, buf_shape, channels: int, grou
 def _packed(weights, nr: int):
     """``(G, N, *reduction)`` weights (column ``n`` of each group's product; the reduction axes flatten to its
     ``K`` rows) as ``(G, tiles, K, nr)``: its ``nr``-column tiles, each tile's rows contiguous, columns past
-    ``N`` zero. One transposing copy from any view."""
+    ``N`` zero. One transposing copy from any view, shared among threads."""
     g, columns, *reduction = weights.shape
     whole, rest = divmod(columns, nr)
     packed = np.empty((g, whole + (rest > 0), *reduction, nr), dtype=weights.dtype)
-    packed[:, :whole] = np.moveaxis(weights[:, : whole * nr].reshape(g, whole, nr, *reduction), 2, -1)
+    copy_in_shares(packed[:, :whole], np.moveaxis(weights[:, : whole * nr].reshape(g, whole, nr, *reduction), 2, -1))
     if rest:
         packed[:, whole] = 0
         packed[:, whole, ..., :rest] = np.moveaxis(weights[:, whole * nr :], 1, -1)
@@ -284,16 +285,15 @@ def _run_panels(buf, layout, weights, groups: int, out, plane: int, in_group: in
     return out
 
 
-def correlate(buf, wm, regions, n: int, kernel, out_hw, geo, groups: int, out):
+def correlate(buf, weights, regions, n: int, kernel, out_hw, geo, groups: int, out):
     """``out`` (NCHW, ``(N, groups*Og, Ho, Wo)``) of the grouped correlation of the padded channels-last input
-    ``buf`` ``(N, Hp, Wp, C)`` (the windows of output pixel ``(y, z)`` start at ``(y*sh, z*sw)``) with ``wm``
-    ``(groups, Og, Cg*kh*kw)`` in the weight's own ``(c, i, j)`` order. float32/float64 only."""
+    ``buf`` ``(N, Hp, Wp, C)`` (the windows of output pixel ``(y, z)`` start at ``(y*sh, z*sw)``) with ``weights``
+    ``(groups, Og, Cg, kh, kw)`` (any view). float32/float64 only."""
     mr, _ = gemm.tile_shape(buf.dtype)
-    cg, og = buf.shape[3] // groups, wm.shape[1]
+    cg, og = buf.shape[3] // groups, weights.shape[1]
     layout = _layout(regions, n, kernel, out_hw, geo, buf.shape, out.shape[1], groups, mr)
     # Rows of the product in (i, j, c) order, the order of a window's runs.
-    weights = np.moveaxis(wm.reshape(groups, og, cg, *kernel), 2, 4)
-    return _run_panels(buf, layout, weights, groups, out, out_hw[0] * out_hw[1], cg, og)
+    return _run_panels(buf, layout, np.moveaxis(weights, 2, 4), groups, out, out_hw[0] * out_hw[1], cg, og)
 
 
 def _phase_taps(k: int, stride: int, dilation: int, residue: int) -> list[tuple[int, int]]:
@@ -373,7 +373,7 @@ def transposed(grad_out, w, in_hw, geo, groups: int):
     # position of any phase (grad_out's rows past it are never read; those missing from it read zeros).
     back = ((kh - 1) * dh // sh, (kw - 1) * dw // sw)
     extent = (back[0] + (h - 1 + ph) // sh + 1, back[1] + (wd - 1 + pw) // sw + 1)
-    buf = padded(np, grad_out, back, extent, channels_last=True)
+    buf = padded(np, grad_out, back, extent, channels_last=True, copy=copy_in_shares)
     layout = _transposed_layout(n, in_hw, (kh, kw), geo, buf.shape, back, groups * cg, og, mr)
     # Rows of the product in (i, j, o) order: tap (i, j)'s run of Og channels at (i*kw + j)*Og.
     weights = np.moveaxis(w.reshape(groups, og, cg, kh, kw), 1, 4)
@@ -411,6 +411,15 @@ def weight_gradient_applies(buf, kernel, geo, og: int, groups: int) -> bool:
     return og >= mr and int(runs[:, 5].min()) >= nr
 
 
+def _take_in_shares(src, order, out) -> None:
+    """``out[:] = src[order]`` (rows), a share of the rows per thread (:func:`.shares.run_shares`)."""
+
+    def share(start: int, stop: int) -> None:
+        np.take(src, order[start:stop], axis=0, out=out[start:stop])
+
+    run_shares(share, len(order))
+
+
 def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
     """``dwm`` ``(groups, Og, kh*kw*Cg)`` in ``(i, j, c)`` column order, zeroed, gets the weight gradient:
     ``grad_out`` (NCHW) contracted over pixels with the windows of the padded channels-last input ``buf``
@@ -422,16 +431,23 @@ def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
     cg = buf.shape[3] // groups
     pixel_order, origins, spans, region_taps, runs = _weight_layout(regions, n, kernel, (ho, wo), geo, buf.shape, groups)
     flat_buf = buf.reshape(-1)
-    # grad_out channels-last, (N*Ho*Wo, G, Og): one NumPy transposing copy (a parallel compiled gather measured
-    # slower in context: a parallel loop entered right after NumPy work starts late on these VMs).
+    # grad_out channels-last, (N*Ho*Wo, G, Og): NumPy transposing copies, a share of the images per thread (a
+    # parallel compiled gather measured slower in context: a parallel loop entered right after NumPy work
+    # starts late on these VMs).
     channels_last = scratch(np, "numba.conv.grad_rows", (n * ho * wo, channels), buf.dtype)
-    np.copyto(channels_last.reshape(n, ho, wo, channels), np.moveaxis(grad_out, 1, 3))
+    copy_in_shares(channels_last.reshape(n, ho, wo, channels), np.moveaxis(grad_out, 1, 3))
     parts = numba.get_num_threads()
     for g in range(groups):
         # The group's pixels in region order (a second copy only when there are several regions or groups);
         # its windows start g*cg further in the buffer.
         group = channels_last[:, g * og : (g + 1) * og]
-        rows = group[pixel_order] if pixel_order is not None else np.ascontiguousarray(group)
+        rows = channels_last
+        if groups > 1 or pixel_order is not None:
+            rows = scratch(np, "numba.conv.region_rows", group.shape, buf.dtype)
+            if pixel_order is None:
+                copy_in_shares(rows, group)
+            else:
+                _take_in_shares(group, pixel_order, rows)
         rows = rows.reshape(-1)
         _weight_panels(
             rows, flat_buf[g * cg :], origins, spans, region_taps, runs, dwm[g].reshape(-1), og, k_total, mr, nr, parts
