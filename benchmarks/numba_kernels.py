@@ -61,7 +61,7 @@ ROI_CHANNELS, ROI_SIZE, ROI_COUNT, ROI_OUTPUT, ROI_SAMPLING, ROI_SCALE, ROI_IMAG
 # (label, C_in, C_out, H=W, stride, padding, dilation), all 3x3. The ResNet body layers go to the Winograd
 # kernels; the strided (ResNet downsampling) and dilated (DeepLab ASPP: rate 6, and rate 18 on the 32x32 map
 # of a 512x512 image at output stride 16, where most outer taps read padding) layers to the implicit GEMM
-# (forward, stride-1 input gradient) and im2col (weight gradient, strided input gradient).
+# (forward and both gradients, the strided input gradient split by phase of the input).
 CONV_LAYERS = (
     ("res2 64->64 @56", 64, 64, 56, 1, 1, 1),
     ("res3 128->128 @28", 128, 128, 28, 1, 1, 1),
