@@ -189,6 +189,27 @@ def test_the_phase_split_input_gradient_needs_half_a_tile_of_input_channels():
     assert not implicit.transposed_applies(np.dtype(np.int32), 64)
 
 
+def test_weight_shares_split_the_dimension_that_divides_more_evenly():
+    # 128 channels are 11 row panels (6 and 5 on two threads); a 192-column run is 6 tiles (3 and 3).
+    assert implicit._weight_shares(128, 12, 192, 32, 2) == (1, 2)
+    # 256 channels are 22 row panels: 11 and 11, the rows (a tie goes to the rows as well).
+    assert implicit._weight_shares(256, 12, 256, 32, 2) == (2, 1)
+    assert implicit._weight_shares(24, 12, 64, 32, 2) == (2, 1)
+
+
+@pytest.mark.parametrize("shares", [(2, 1), (1, 2), (1, 3), (3, 1)])
+def test_weight_gradient_shares_along_rows_or_columns_agree(monkeypatch, shares):
+    # 26 output channels (3 row panels, the last moved back) by runs of 3 * 40 = 120 columns (4 tiles, the last
+    # moved back): three shares get a panel each, or 1, 1 and 2 tiles.
+    monkeypatch.setattr(implicit, "_weight_shares", lambda *args: shares)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 40, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((26, 40, 3, 3)).astype(np.float32)
+    args = ((2, 2), (1, 1), (1, 1), 1)
+    g = rng.standard_normal(assert_backend_agrees("conv2d", "numba", x, w, *args).shape).astype(np.float32)
+    assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+
+
 def test_the_implicit_weight_gradient_needs_a_whole_tile_of_channels():
     buf = np.zeros((1, 8, 8, 40), dtype=np.float32)
     dilated = (1, 1, 2, 2, 2, 2)

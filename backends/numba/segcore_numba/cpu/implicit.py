@@ -110,21 +110,23 @@ def _correlate_panels(buf, table, panel_runs, runs, packed, k_total, o_pad, og, 
 
 
 @njit(nogil=True, parallel=True, cache=True, error_model="numpy")
-def _weight_panels(rows, buf, origins, spans, region_taps, runs, dwm, og, k_total, mr, nr, parts):
+def _weight_panels(rows, buf, origins, spans, region_taps, runs, dwm, og, k_total, mr, nr, row_parts, column_parts):
     """``dwm[o, w0 + c] += sum_p rows[p, o] * buf[origins[p] + off + c]`` for every run
     ``(i, j0, j1, off, w0, length)`` and ``c < length``, ``p`` over the pixels of each region (``spans`` rows
     ``(first, stop)`` into ``rows``/``origins``) whose taps ``region_taps`` meet the run's.
 
     ``rows`` is the flattened ``(pixels, og)`` channels-last ``grad_out`` in region order, ``dwm`` the
-    flattened ``(og, k_total)`` weight-gradient matrix. Work items are (part of the row panels, run): disjoint
-    pieces of ``dwm``, every element summed over regions and pixels in order. A last panel or tile that would
-    run past ``og`` rows or ``length`` columns is moved back to end there and computed aside, its new rows and
-    columns added after; so ``og >= mr`` and ``length >= nr``.
+    flattened ``(og, k_total)`` weight-gradient matrix. Work items are (one of ``row_parts`` shares of the row
+    panels, one of ``column_parts`` shares of a run's column tiles, run): disjoint pieces of ``dwm``, every
+    element summed over regions and pixels in order. A last panel or tile that would run past ``og`` rows or
+    ``length`` columns is moved back to end there and computed aside, its new rows and columns added after; so
+    ``og >= mr`` and ``length >= nr``.
     """
     row_panels = (og + mr - 1) // mr
     count = runs.shape[0]
+    parts = row_parts * column_parts
     for item in prange(parts * count):
-        part = item // count
+        row_part, column_part = divmod(item // count, column_parts)
         u = item % count
         i, j0, j1, off, w0, length = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4], runs[u, 5]
         tile = np.empty(mr * nr, dtype=dwm.dtype)
@@ -133,10 +135,12 @@ def _weight_panels(rows, buf, origins, spans, region_taps, runs, dwm, og, k_tota
                 continue
             for k0 in range(spans[s, 0], spans[s, 1], _KC):
                 kc = min(_KC, spans[s, 1] - k0)
-                for r in range(part * row_panels // parts, (part + 1) * row_panels // parts):
+                for r in range(row_part * row_panels // row_parts, (row_part + 1) * row_panels // row_parts):
                     o0 = min(r * mr, og - mr)
                     a0 = k0 * og + o0
-                    for n0 in range(0, length, nr):
+                    tiles = (length + nr - 1) // nr
+                    for t in range(column_part * tiles // column_parts, (column_part + 1) * tiles // column_parts):
+                        n0 = t * nr
                         c0 = min(n0, length - nr)
                         if o0 == r * mr and c0 == n0:
                             gemm._tile_gathered_b(
@@ -401,6 +405,19 @@ def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int)
     return _cached(key, build)
 
 
+def _weight_shares(og: int, mr: int, length: int, nr: int, threads: int) -> tuple[int, int]:
+    """``(row_parts, column_parts)`` for :func:`_weight_panels`: the thread count's shares taken along the
+    row panels of ``og`` rows or along the column tiles of a run of ``length``, whichever splits more evenly
+    (rows on a tie). 128 output channels are 11 row panels, 5 and 6 on two threads; a 192-column run's 6 tiles
+    split 3 and 3."""
+    row_panels, tiles = -(-og // mr), -(-length // nr)
+
+    def largest_share(units: int) -> float:
+        return -(-units // threads) / (units / threads)
+
+    return (threads, 1) if largest_share(row_panels) <= largest_share(tiles) else (1, threads)
+
+
 def weight_gradient_applies(buf, kernel, geo, og: int, groups: int) -> bool:
     """Whether :func:`weight_gradient` serves this case: float32/float64, at least a tile's rows of output
     channels per group and a tile's columns in every run of channels."""
@@ -436,7 +453,8 @@ def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
     # starts late on these VMs).
     channels_last = scratch(np, "numba.conv.grad_rows", (n * ho * wo, channels), buf.dtype)
     copy_in_shares(channels_last.reshape(n, ho, wo, channels), np.moveaxis(grad_out, 1, 3))
-    parts = numba.get_num_threads()
+    length = int(runs[0, 5]) if len(runs) else nr  # every run of a layer has the same length
+    row_parts, column_parts = _weight_shares(og, mr, length, nr, numba.get_num_threads())
     for g in range(groups):
         # The group's pixels in region order (a second copy only when there are several regions or groups);
         # its windows start g*cg further in the buffer.
@@ -450,6 +468,7 @@ def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
                 _take_in_shares(group, pixel_order, rows)
         rows = rows.reshape(-1)
         _weight_panels(
-            rows, flat_buf[g * cg :], origins, spans, region_taps, runs, dwm[g].reshape(-1), og, k_total, mr, nr, parts
-        )
+            rows, flat_buf[g * cg :], origins, spans, region_taps, runs, dwm[g].reshape(-1), og, k_total, mr, nr,
+            row_parts, column_parts,
+        )  # fmt: skip
     return dwm
