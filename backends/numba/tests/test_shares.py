@@ -98,12 +98,23 @@ def test_copy_in_shares_copies_a_transposed_view_split_along_images_or_channels(
     x = np.arange(images * 5 * 4 * 6, dtype=np.float32).reshape(images, 5, 4, 6)
     buf = np.full((images, 6, 8, 5), -1.0, dtype=np.float32)  # channels-last, a border of -1 left alone
     interior = np.moveaxis(buf, 3, 1)[:, :, 1:5, 1:7]
-    copy_in_shares(interior, x)
+    copy_in_shares(interior, x, min_bytes=0)
     assert np.array_equal(np.moveaxis(buf, 3, 1)[:, :, 1:5, 1:7], x)
     assert (buf[:, 0] == -1).all() and (buf[:, :, 0] == -1).all() and (buf[:, 5] == -1).all()
     # One image is fewer than the threads: the five channels are shared out instead.
     expected = 5 if images < numba.get_num_threads() else images
     assert totals == [expected]
+
+
+def test_copies_smaller_than_the_threshold_run_on_the_calling_thread(monkeypatch):
+    totals = []
+    monkeypatch.setattr(shares, "run_shares", lambda work, total: totals.append(total))
+    x = np.arange(24.0).reshape(2, 3, 4)
+    small, large = np.zeros_like(x), np.zeros_like(x)
+    copy_in_shares(small, x, min_bytes=x.nbytes + 1)
+    assert np.array_equal(small, x) and totals == []
+    copy_in_shares(large, x, min_bytes=x.nbytes)  # the spy copies nothing: the share went to run_shares
+    assert totals == [2] and not large.any()
 
 
 def test_copy_in_shares_rejects_arrays_of_different_shapes():

@@ -42,7 +42,7 @@ from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import gemm
-from .shares import copy_in_shares, run_shares
+from .shares import SHARED_COPY_BYTES, copy_in_shares, run_shares
 
 __all__ = ["correlate", "transposed", "transposed_applies", "weight_gradient", "weight_gradient_applies"]
 
@@ -254,7 +254,7 @@ def _layout(regions, n: int, kernel, out_hw, geo, buf_shape, channels: int, grou
 def _packed(weights, nr: int):
     """``(G, N, *reduction)`` weights (column ``n`` of each group's product; the reduction axes flatten to its
     ``K`` rows) as ``(G, tiles, K, nr)``: its ``nr``-column tiles, each tile's rows contiguous, columns past
-    ``N`` zero. One transposing copy from any view, shared among threads."""
+    ``N`` zero. One transposing copy from any view (:func:`.shares.copy_in_shares`)."""
     g, columns, *reduction = weights.shape
     whole, rest = divmod(columns, nr)
     packed = np.empty((g, whole + (rest > 0), *reduction, nr), dtype=weights.dtype)
@@ -429,12 +429,16 @@ def weight_gradient_applies(buf, kernel, geo, og: int, groups: int) -> bool:
 
 
 def _take_in_shares(src, order, out) -> None:
-    """``out[:] = src[order]`` (rows), a share of the rows per thread (:func:`.shares.run_shares`)."""
+    """``out[:] = src[order]`` (rows), a share of the rows per thread (:func:`.shares.run_shares`) when ``out``
+    is large enough for that to pay (:data:`.shares.SHARED_COPY_BYTES`)."""
 
     def share(start: int, stop: int) -> None:
         np.take(src, order[start:stop], axis=0, out=out[start:stop])
 
-    run_shares(share, len(order))
+    if out.nbytes < SHARED_COPY_BYTES:
+        share(0, len(order))
+    else:
+        run_shares(share, len(order))
 
 
 def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
