@@ -219,7 +219,7 @@ def test_product_with_balanced_column_blocks_matches():
 @njit
 def _tile_from_table(a, table, first, offset, b, kc, nr):
     c = np.zeros(MR * nr, dtype=a.dtype)
-    gemm._tile_rows(a, table, first, offset, 1, b, 0, nr, c, 0, nr, kc, False)
+    gemm._tile_rows(a, table, first, offset, b, 0, nr, c, 0, nr, kc, False)
     return c
 
 
@@ -237,9 +237,9 @@ def test_tile_reads_the_rows_of_a_from_a_table(dtype):
 
 
 @njit
-def _tile_with_gathered_b(a, a0, sam, sak, b_rows, first, b, b_offset, kc, nr):
+def _tile_with_gathered_b(a, a0, sak, b_rows, first, b, b_offset, kc, nr):
     c = np.zeros(MR * nr, dtype=a.dtype)
-    gemm._tile_gathered_b(a, a0, sam, sak, b_rows, first, b, b_offset, c, 0, nr, kc, False)
+    gemm._tile_gathered_b(a, a0, sak, b_rows, first, b, b_offset, c, 0, nr, kc, False)
     return c
 
 
@@ -247,12 +247,12 @@ def _tile_with_gathered_b(a, a0, sam, sak, b_rows, first, b, b_offset, kc, nr):
 def test_tile_reads_the_rows_of_b_from_a_table(dtype):
     rng = np.random.default_rng(6)
     nr = gemm.tile_shape(dtype)[1]
-    kc, a0, sam, sak, b_offset = 29, 5, 3, 50, 7
-    a = rng.standard_normal(a0 + MR * sam + kc * sak).astype(dtype)
+    kc, a0, sak, b_offset = 29, 5, 50, 7
+    a = rng.standard_normal(a0 + MR + kc * sak).astype(dtype)
     b = rng.standard_normal(3000).astype(dtype)
     # Step k reads b[b_rows[2 + k] + 7 + j]: rows anywhere, in any order, repeats allowed.
     b_rows = np.concatenate([[-1, -1], rng.integers(0, 3000 - nr - b_offset, kc)]).astype(np.intp)
-    got = _tile_with_gathered_b(a, a0, sam, sak, b_rows, 2, b, b_offset, kc, nr).reshape(MR, nr)
-    a_matrix = np.array([[a[a0 + i * sam + k * sak] for k in range(kc)] for i in range(MR)])
+    got = _tile_with_gathered_b(a, a0, sak, b_rows, 2, b, b_offset, kc, nr).reshape(MR, nr)
+    a_matrix = np.array([[a[a0 + i + k * sak] for k in range(kc)] for i in range(MR)])
     b_matrix = np.stack([b[r + b_offset : r + b_offset + nr] for r in b_rows[2:]])
     _close(got, _reference(a_matrix, b_matrix), kc)

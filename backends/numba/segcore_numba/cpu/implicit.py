@@ -103,7 +103,7 @@ def _correlate_panels(buf, table, panel_runs, runs, packed, k_total, o_pad, og, 
                         continue
                     for n0 in range(0, o_pad, nr):
                         gemm._tile_rows(
-                            buf, table, r * mr, off + k0, 1, packed, n0 * k_total + (w0 + k0) * nr, nr,
+                            buf, table, r * mr, off + k0, packed, n0 * k_total + (w0 + k0) * nr, nr,
                             rows, (r - p0) * mr * o_pad + n0, o_pad, kc, True,
                         )  # fmt: skip
         _scatter(rows, o_pad, og, targets, p0 * mr, (p1 - p0) * mr, out, channel_step)
@@ -144,10 +144,10 @@ def _weight_panels(rows, buf, origins, spans, region_taps, runs, dwm, og, k_tota
                         c0 = min(n0, length - nr)
                         if o0 == r * mr and c0 == n0:
                             gemm._tile_gathered_b(
-                                rows, a0, 1, og, origins, k0, buf, off + c0, dwm, o0 * k_total + w0 + c0, k_total, kc, True
+                                rows, a0, og, origins, k0, buf, off + c0, dwm, o0 * k_total + w0 + c0, k_total, kc, True
                             )
                             continue
-                        gemm._tile_gathered_b(rows, a0, 1, og, origins, k0, buf, off + c0, tile, 0, nr, kc, False)
+                        gemm._tile_gathered_b(rows, a0, og, origins, k0, buf, off + c0, tile, 0, nr, kc, False)
                         for a in range(r * mr - o0, mr):
                             for b in range(n0 - c0, nr):
                                 dwm[(o0 + a) * k_total + w0 + c0 + b] += tile[a * nr + b]
