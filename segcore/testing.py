@@ -620,24 +620,32 @@ def _conv_output(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def conv_geometries(*, max_batch: int = 2, max_channels: int = 6, max_size: int = 9, max_kernel: int = 3):
+def conv_geometries(
+    *, max_batch: int = 2, max_channels: int = 6, max_size: int = 9, max_kernel: int = 3, min_channels: int = 1
+):
     """Valid ``conv2d`` geometries: ``n, c, h, w, out_channels, kernel, stride, padding, dilation, groups``.
 
     Covers odd and size-1 batches, channels and spatial sizes, strides larger than the kernel, asymmetric
     padding and dilation, grouped and depthwise (``groups == c``, channel multiplier 1-2) convolutions; the
-    output is at least 1x1.
+    output is at least 1x1. ``min_channels`` > 1 asks for at least that many input channels per group (no
+    depthwise ones then), for the code paths a backend keeps for wide layers.
     """
     from hypothesis import strategies as st
 
+    if not 1 <= min_channels <= max_channels:
+        raise ValueError(
+            f"conv_geometries needs 1 <= min_channels <= max_channels, got {min_channels} and {max_channels}"
+        )
+
     @st.composite
     def geometry(draw):
-        kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]))
-        groups = 1 if kind == "dense" else draw(st.integers(1, max(1, max_channels // 2)))
+        kind = draw(st.sampled_from(["dense", "grouped", "depthwise"] if min_channels == 1 else ["dense", "grouped"]))
+        groups = 1 if kind == "dense" else draw(st.integers(1, max(1, max_channels // (2 * min_channels))))
         if kind == "depthwise":
             c = groups
             out = groups * draw(st.integers(1, 2))
         else:
-            c = groups * draw(st.integers(1, max(1, max_channels // groups)))
+            c = groups * draw(st.integers(min_channels, max(min_channels, max_channels // groups)))
             out = groups * draw(st.integers(1, max(1, max_channels // groups)))
         kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
         stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))

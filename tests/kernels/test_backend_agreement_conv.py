@@ -50,6 +50,37 @@ def test_transposed_convolution_with_output_padding_agrees(backend, geo, extra, 
     assert_backend_agrees("conv2d_grad_weight", backend, bigger, g, w.shape, *args)
 
 
+@given(geo=conv_geometries(max_channels=64, min_channels=16))
+def test_wide_geometries_have_the_channels_asked_for(geo):
+    per_group = geo["c"] // geo["groups"]
+    assert geo["c"] % geo["groups"] == 0 and geo["out_channels"] % geo["groups"] == 0
+    assert 16 <= per_group and geo["c"] <= 64 and geo["out_channels"] <= 64
+
+
+def test_wide_geometries_reject_a_minimum_above_the_maximum():
+    with pytest.raises(ValueError, match="got 7 and 6"):
+        conv_geometries(max_channels=6, min_channels=7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", backend_params())
+@given(geo=conv_geometries(max_channels=64, min_channels=16), seed=st.integers(0, 2**32 - 1))
+def test_wide_layers_agree(backend, dtype, geo, seed):
+    # 16 to 64 input channels, at least 16 per group: the paths a backend keeps for wide layers (numba: the
+    # strided input gradient by phase from 16 input channels per group, the implicit weight gradient from 12
+    # output channels and 32 channels per run), which the default geometries' 6 channels never reach.
+    x, w, g = _operands(geo, dtype, seed)
+    args = (geo["stride"], geo["padding"], geo["dilation"], geo["groups"])
+    # float32 sums of up to 64 * 9 terms (forward, input gradient) or N * Ho * Wo (weight gradient): an absolute
+    # tolerance that grows with the square root of the number of terms.
+    rtol, atol = (None, None) if dtype == np.float64 else (1e-4, 1e-4)
+    scale = np.sqrt(max(w[0].size, w.shape[0] * w.shape[2] * w.shape[3], g[:, 0].size))
+    atol = atol if atol is None else atol * scale
+    assert_backend_agrees("conv2d", backend, x, w, *args, rtol=rtol, atol=atol)
+    assert_backend_agrees("conv2d_grad_input", backend, g, w, x.shape, *args, rtol=rtol, atol=atol)
+    assert_backend_agrees("conv2d_grad_weight", backend, x, g, w.shape, *args, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("backend", backend_params())
 def test_resnet_sized_layer_agrees_in_float32(backend):
     # A layer large enough for blocked/banded code paths: 3x3, 32 -> 48 channels, 40x40, stride 1 and 2.
