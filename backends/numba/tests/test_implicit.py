@@ -210,6 +210,52 @@ def test_weight_gradient_shares_along_rows_or_columns_agree(monkeypatch, shares)
     assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
 
 
+def test_reads_inside_when_every_region_keeps_only_taps_inside_the_input():
+    def regions(size, pad, dil):
+        return numba_conv._regions((size, size), (3, 3), (size, size), (1, 1, pad, pad, dil, dil))
+
+    rate6 = (1, 1, 6, 6, 6, 6)
+    assert implicit.reads_inside(regions(28, 6, 6), (3, 3), rate6, 1)
+    # An ordinary padded 3x3 is one region, whose border windows read the padding.
+    assert not implicit.reads_inside(regions(28, 1, 1), (3, 3), (1, 1, 1, 1, 1, 1), 1)
+    # 2x2 map, 3x3 kernel: split into regions, but at dilation 1 without groups a kernel row is one run of
+    # merged taps, which reaches past the taps of the edge regions; with groups each tap is its own run.
+    tiny = regions(2, 1, 1)
+    assert len(tiny) > 1
+    assert not implicit.reads_inside(tiny, (3, 3), (1, 1, 1, 1, 1, 1), 1)
+    assert implicit.reads_inside(tiny, (3, 3), (1, 1, 1, 1, 1, 1), 2)
+
+
+@pytest.mark.parametrize(
+    ("shape", "weight", "padding", "dilation", "groups", "start"),
+    [
+        # Rate 4 on 14x14: nine regions, the windows start 4 rows and columns before the unpadded buffer. 32
+        # channels and 12 outputs: the weight gradient takes the implicit product too.
+        ((2, 32, 14, 14), (12, 32, 3, 3), (4, 4), (4, 4), 1, (-4, -4)),
+        # Narrow: the weight gradient falls back to im2col, which needs the padded buffer again.
+        ((2, 6, 11, 13), (5, 6, 3, 3), (3, 2), (3, 2), 1, (-3, -2)),
+        # A 2x2 map, groups: taps are single runs, so the regions read inside.
+        ((1, 4, 2, 2), (6, 2, 3, 3), (1, 1), (1, 1), 2, (-1, -1)),
+        # A 3x2 kernel without groups (3x3 would go to Winograd): merged runs, the padded buffer.
+        ((1, 4, 2, 2), (6, 4, 3, 2), (1, 1), (1, 1), 1, (0, 0)),
+    ],
+)
+def test_convolutions_on_the_unpadded_input_agree(monkeypatch, shape, weight, padding, dilation, groups, start):
+    starts = []
+    original = implicit.correlate
+    monkeypatch.setattr(implicit, "correlate", lambda *args: starts.append(args[-1]) or original(*args))
+    rng = np.random.default_rng(11)
+    args = ((1, 1), padding, dilation, groups)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal(weight).astype(dtype)
+        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+        assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+    assert starts[0] == start
+
+
 def test_the_implicit_weight_gradient_needs_a_whole_tile_of_channels():
     buf = np.zeros((1, 8, 8, 40), dtype=np.float32)
     dilated = (1, 1, 2, 2, 2, 2)

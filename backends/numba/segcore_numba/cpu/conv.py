@@ -10,9 +10,10 @@ Same contracts as :mod:`segcore.kernels.conv` (the gradients take the output geo
   The weight gradient does the same with the pixels as the reduction (when each group has at least a tile of
   output channels and of input channels per run). Other dtypes and narrower layers go through im2col: a
   parallel gather of a block of output pixels into a ``(pixels, kh*kw*Cg)`` matrix, and one matrix product
-  per (block, group) (:mod:`.gemm`, or NumPy's for other dtypes), several small images sharing one product. Where the outer taps of a dilated kernel fall in
-  the padding for whole bands of rows and columns (ASPP rates on small maps), the output is cut into regions
-  that each leave out the taps reading only zeros (see :func:`_regions`). The stride-1 input gradient is the
+  per (block, group) (:mod:`.gemm`, or NumPy's for other dtypes), several small images sharing one product.
+  Where the outer taps of a dilated kernel fall in the padding for whole bands of rows and columns (ASPP rates
+  on small maps), the output is cut into regions that each leave out the taps reading only zeros (see
+  :func:`_regions`); the implicit products then read an unpadded channels-last copy. The stride-1 input gradient is the
   same correlation, of ``grad_out`` with the flipped kernel; a strided one is split by phase of the input into
   stride-1 correlations of ``grad_out`` (:func:`.implicit.transposed`) for float32/float64 when a group has at
   least half a tile of input channels, else it is the transposed product followed by a parallel col2im that
@@ -323,6 +324,20 @@ def _padded_input(x, kernel: Pair, out_hw: Pair, geo: tuple):
     return padded(np, x, (ph, pw), extent, channels_last=True, copy=copy_in_shares)
 
 
+def _implicit_input(x, kernel: Pair, out_hw: Pair, geo: tuple, regions: list[_Region], groups: int):
+    """``(buffer, start)`` for the implicit products (:func:`.implicit.correlate`, ``weight_gradient``): when
+    they read only taps inside the input (:func:`.implicit.reads_inside`), the channels-last input as it is and
+    the window start ``(-ph, -pw)``; else the padded input (:func:`_padded_input`) and ``(0, 0)``.
+
+    Without padding a rate-6 layer's buffer is half the size (28x28 against 40x40 positions): half the values
+    to write, and no border to zero.
+    """
+    if implicit.reads_inside(regions, kernel, geo, groups):
+        h, w = x.shape[2], x.shape[3]
+        return padded(np, x, (0, 0), (h, w), channels_last=True, copy=copy_in_shares), (-geo[2], -geo[3])
+    return _padded_input(x, kernel, out_hw, geo), (0, 0)
+
+
 def _gather_block(buf, images: slice, rows: slice, region: _Region, c0: int, cg: int, geo: tuple, cols):
     """im2col of ``rows`` (absolute output rows) of ``region`` into the front of ``cols``: an image-major
     ``(images * rows * region columns, region taps * cg)`` matrix."""
@@ -371,9 +386,10 @@ def _correlate(x, weights, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], gro
     """Grouped correlation: an implicit GEMM for float32/float64 (:mod:`.implicit`), else im2col + GEMM, one
     per (block of output pixels, group):
 
-    ``out[n, g*Og + o, y, z] = sum_(c, i, j) weights[g, o, c, i, j] * x[n, g*Cg + c, y*sh - ph + i*dh, z*sw - pw + j*dw]``
-    with ``weights`` ``(G, Og, Cg, kh, kw)`` (any view) and zeros outside ``x``; the padding in ``geo`` may be
-    negative (the input gradient's correlation crops). Returns ``(N, G*Og, Ho, Wo)`` for ``out_hw``.
+    ``out[n, g*Og + o, y, z] = sum_(c, i, j) weights[g, o, c, i, j] * x[n, g*Cg + c, y*sh - ph + i*dh,
+    z*sw - pw + j*dw]`` with ``weights`` ``(G, Og, Cg, kh, kw)`` (any view) and zeros outside ``x``; the
+    padding in ``geo`` may be negative (the input gradient's correlation crops). Returns ``(N, G*Og, Ho, Wo)``
+    for ``out_hw``.
     """
     n, c, h, wd = x.shape
     og = weights.shape[1]
@@ -392,10 +408,11 @@ def _correlate(x, weights, kernel: Pair, out_hw: Pair, geo: tuple[int, ...], gro
         return out
     if n == 0:
         return out
-    buf = _padded_input(x, kernel, out_hw, geo)
     regions = _regions((h, wd), kernel, out_hw, geo)
     if x.dtype in (np.float32, np.float64):  # the register tile's dtypes
-        return implicit.correlate(buf, weights, regions, n, kernel, out_hw, geo, groups, out)
+        buf, start = _implicit_input(x, kernel, out_hw, geo, regions, groups)
+        return implicit.correlate(buf, weights, regions, n, kernel, out_hw, geo, groups, out, start)
+    buf = _padded_input(x, kernel, out_hw, geo)
     # (G, K, Og): the weight matrix transposed, so that each block's product is (pixels, K) @ (K, Og), the long
     # pixel axis as the rows. With the pixels as columns instead, the GEMM had to copy the im2col block into
     # panels (its rows are the pixels) and ran 4-12% slower than OpenBLAS; this way nothing is copied.
@@ -499,11 +516,13 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
                 src = g_out[b, g * og : (g + 1) * og].reshape(og, ho * wo)
                 dwm[g] += np.matmul(src, x[b, g * cg : (g + 1) * cg].reshape(cg, h * wd).T)
         return dwm.reshape(o, cg, kh, kw)
-    buf = _padded_input(x, (kh, kw), (ho, wo), geo)
     regions = _regions((h, wd), (kh, kw), (ho, wo), geo)
+    buf, start = _implicit_input(x, (kh, kw), (ho, wo), geo, regions, groups)
     if implicit.weight_gradient_applies(buf, (kh, kw), geo, og, groups):
-        implicit.weight_gradient(buf, g_out, regions, (kh, kw), geo, groups, dwm)
+        implicit.weight_gradient(buf, g_out, regions, (kh, kw), geo, groups, dwm, start)
         return np.ascontiguousarray(np.transpose(dwm.reshape(o, kh, kw, cg), (0, 3, 1, 2)))
+    if start != (0, 0):  # im2col reads every tap of its windows: it needs the padded buffer
+        buf = _padded_input(x, (kh, kw), (ho, wo), geo)
     cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
     for region in regions:
         depth = _region_depth(region, cg)

@@ -121,8 +121,10 @@ def _weight_tile(rows, a0, row_steps, row_step, origins, first, buf, b_offset, c
 
 
 @njit(nogil=True, parallel=True, cache=True, error_model="numpy")
-def _weight_panels(rows, first_channel, row_steps, row_step, buf, origins, spans, region_taps, runs, dwm, og, k_total,
-                   mr, nr, row_parts, column_parts):  # fmt: skip
+def _weight_panels(
+    rows, first_channel, row_steps, row_step, buf, origins, spans, region_taps, runs, dwm, og, k_total, mr, nr,
+    row_parts, column_parts,
+):  # fmt: skip
     """``dwm[o, w0 + c] += sum_p rows[row_steps[p] + first_channel + o] * buf[origins[p] + off + c]`` for every
     run ``(i, j0, j1, off, w0, length)`` and ``c < length``, ``p`` over the pixels of each region (``spans``
     rows ``(first, stop)`` into ``row_steps``/``origins``) whose taps ``region_taps`` meet the run's.
@@ -130,11 +132,11 @@ def _weight_panels(rows, first_channel, row_steps, row_step, buf, origins, spans
     ``rows`` is the flattened channels-last ``grad_out`` (``row_steps`` each pixel's row offset in it, in
     region order; ``first_channel`` the group's first channel); when ``row_step`` is positive the pixels are in
     their own order and ``row_steps[p] = p * row_step``, which the tile then computes instead of reading.
-    ``dwm`` is the flattened ``(og, k_total)`` weight-gradient matrix. Work items are (one of ``row_parts`` shares of the row
-    panels, one of ``column_parts`` shares of a run's column tiles, run): disjoint pieces of ``dwm``, every
-    element summed over regions and pixels in order. A last panel or tile that would run past ``og`` rows or
-    ``length`` columns is moved back to end there and computed aside, its new rows and columns added after; so
-    ``og >= mr`` and ``length >= nr``.
+    ``dwm`` is the flattened ``(og, k_total)`` weight-gradient matrix. Work items are (one of ``row_parts``
+    shares of the row panels, one of ``column_parts`` shares of a run's column tiles, run): disjoint pieces of
+    ``dwm``, every element summed over regions and pixels in order. A last panel or tile that would run past
+    ``og`` rows or ``length`` columns is moved back to end there and computed aside, its new rows and columns
+    added after; so ``og >= mr`` and ``length >= nr``.
     """
     row_panels = (og + mr - 1) // mr
     count = runs.shape[0]
@@ -183,16 +185,17 @@ def _runs(kernel, geo, c: int, cg: int, wp: int):
     return np.array(runs, dtype=np.intp).reshape(-1, 6)
 
 
-def _region_pixels(region, n: int, out_hw, geo, buf_shape):
+def _region_pixels(region, n: int, out_hw, geo, buf_shape, start=(0, 0)):
     """Window origins (flat buffer offsets) and flat output pixels ``b*Ho*Wo + y*Wo + z`` of the pixels of one
-    region, image-major."""
+    region, image-major; output pixel ``(y, z)``'s window starts at buffer row and column
+    ``(start[0] + y*sh, start[1] + z*sw)`` of its image (negative when the buffer has no padding)."""
     (ho, wo), (sh, sw, _, _, _, _), (_, hp, wp, c) = out_hw, geo, buf_shape
     b, y, z = np.meshgrid(
         np.arange(n), np.arange(region.rows.start, region.rows.stop),
         np.arange(region.cols.start, region.cols.stop), indexing="ij",
     )  # fmt: skip
     b, y, z = b.ravel(), y.ravel(), z.ravel()
-    return ((b * hp + y * sh) * wp + z * sw) * c, (b * ho + y) * wo + z
+    return ((b * hp + y * sh + start[0]) * wp + z * sw + start[1]) * c, (b * ho + y) * wo + z
 
 
 def _region_runs(runs, taps):
@@ -252,17 +255,19 @@ def _targets(pixels, plane: int, channels: int):
     return np.where(pixels >= 0, pixels // plane * channels * plane + pixels % plane, -1)
 
 
-def _layout(regions, n: int, kernel, out_hw, geo, buf_shape, channels: int, groups: int, mr: int):
+def _layout(regions, n: int, kernel, out_hw, geo, buf_shape, channels: int, groups: int, mr: int, start=(0, 0)):
     """(window origins, output offsets, panel runs, runs) for :func:`_correlate_panels`, region by region (each
-    region's runs those of the taps it keeps), from a cache keyed by the geometry."""
+    region's runs those of the taps it keeps), from a cache keyed by the geometry; ``start`` as for
+    :func:`_region_pixels`."""
 
     def build():
         runs = _runs(kernel, geo, buf_shape[3], buf_shape[3] // groups, buf_shape[2])
-        pieces = [(*_region_pixels(r, n, out_hw, geo, buf_shape), _region_runs(runs, r.taps)) for r in regions]
+        pieces = [(*_region_pixels(r, n, out_hw, geo, buf_shape, start), _region_runs(runs, r.taps)) for r in regions]
         table, pixels, panel_runs, piece_runs = _panel_layout(pieces, mr)
         return table, _targets(pixels, out_hw[0] * out_hw[1], channels), panel_runs, piece_runs
 
     key = (_region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), channels, groups, mr)
+    key += (tuple(start),)
     return _cached(key, build)
 
 
@@ -304,13 +309,14 @@ def _run_panels(buf, layout, weights, groups: int, out, plane: int, in_group: in
     return out
 
 
-def correlate(buf, weights, regions, n: int, kernel, out_hw, geo, groups: int, out):
-    """``out`` (NCHW, ``(N, groups*Og, Ho, Wo)``) of the grouped correlation of the padded channels-last input
-    ``buf`` ``(N, Hp, Wp, C)`` (the windows of output pixel ``(y, z)`` start at ``(y*sh, z*sw)``) with ``weights``
-    ``(groups, Og, Cg, kh, kw)`` (any view). float32/float64 only."""
+def correlate(buf, weights, regions, n: int, kernel, out_hw, geo, groups: int, out, start=(0, 0)):
+    """``out`` (NCHW, ``(N, groups*Og, Ho, Wo)``) of the grouped correlation of the channels-last input ``buf``
+    ``(N, Hp, Wp, C)`` (the windows of output pixel ``(y, z)`` start at ``(start[0] + y*sh, start[1] + z*sw)``:
+    ``(0, 0)`` for a buffer padded for every window, ``(-ph, -pw)`` for an unpadded one where
+    :func:`reads_inside`) with ``weights`` ``(groups, Og, Cg, kh, kw)`` (any view). float32/float64 only."""
     mr, _ = gemm.tile_shape(buf.dtype)
     cg, og = buf.shape[3] // groups, weights.shape[1]
-    layout = _layout(regions, n, kernel, out_hw, geo, buf.shape, out.shape[1], groups, mr)
+    layout = _layout(regions, n, kernel, out_hw, geo, buf.shape, out.shape[1], groups, mr, start)
     # Rows of the product in (i, j, c) order, the order of a window's runs.
     return _run_panels(buf, layout, np.moveaxis(weights, 2, 4), groups, out, out_hw[0] * out_hw[1], cg, og)
 
@@ -400,14 +406,14 @@ def transposed(grad_out, w, in_hw, geo, groups: int):
     return _run_panels(buf, layout, weights, groups, dx, h * wd, og, cg)
 
 
-def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int, channels: int):
+def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int, channels: int, start=(0, 0)):
     """(row steps, window origins, region spans, region taps, runs) for :func:`_weight_panels`: every output
     pixel once, in region order (each region's image-major), no padding rows (the pixels are the reduction, not
     tile rows). The row steps are the pixels' row offsets in the channels-last ``(N*Ho*Wo, channels)``
     ``grad_out``; ``spans`` each region's ``[first, stop)`` pixels."""
 
     def build():
-        located = [_region_pixels(r, n, out_hw, geo, buf_shape) for r in regions]
+        located = [_region_pixels(r, n, out_hw, geo, buf_shape, start) for r in regions]
         origins, pixels = (np.concatenate(part).astype(np.intp) for part in zip(*located))
         counts = [n * (r.rows.stop - r.rows.start) * (r.cols.stop - r.cols.start) for r in regions]
         stops = np.cumsum(counts, dtype=np.intp)
@@ -417,7 +423,8 @@ def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int,
         return pixels * channels, origins, region_spans, region_taps, runs
 
     key = (
-        "weight", _region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), groups, channels
+        "weight", _region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), groups, channels,
+        tuple(start),
     )  # fmt: skip
     return _cached(key, build)
 
@@ -435,6 +442,17 @@ def _weight_shares(og: int, mr: int, length: int, nr: int, threads: int) -> tupl
     return (threads, 1) if largest_share(row_panels) <= largest_share(tiles) else (1, threads)
 
 
+def reads_inside(regions, kernel, geo, groups: int) -> bool:
+    """Whether the implicit products over ``regions`` read only taps inside the input, so that their buffer
+    needs no padding: the output is cut into regions (each keeps exactly the taps inside the input for all
+    its pixels, see :func:`.conv._regions`), and no run of merged taps (a kernel row at dilation 1, no
+    groups) reaches past a region's taps."""
+    if len(regions) < 2:
+        return False
+    merged = geo[5] == 1 and groups == 1
+    return not merged or all(r.taps[2] == 0 and r.taps[3] == kernel[1] for r in regions)
+
+
 def weight_gradient_applies(buf, kernel, geo, og: int, groups: int) -> bool:
     """Whether :func:`weight_gradient` serves this case: float32/float64, at least a tile's rows of output
     channels per group and a tile's columns in every run of channels."""
@@ -445,17 +463,17 @@ def weight_gradient_applies(buf, kernel, geo, og: int, groups: int) -> bool:
     return og >= mr and int(runs[:, 5].min()) >= nr
 
 
-def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm):
+def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm, start=(0, 0)):
     """``dwm`` ``(groups, Og, kh*kw*Cg)`` in ``(i, j, c)`` column order, zeroed, gets the weight gradient:
-    ``grad_out`` (NCHW) contracted over pixels with the windows of the padded channels-last input ``buf``
-    (output pixel ``(y, z)``'s window at ``(y*sh, z*sw)``), without an im2col matrix. Only where
-    :func:`weight_gradient_applies`."""
+    ``grad_out`` (NCHW) contracted over pixels with the windows of the channels-last input ``buf`` (output
+    pixel ``(y, z)``'s window at ``(start[0] + y*sh, start[1] + z*sw)``, as for :func:`correlate`), without an
+    im2col matrix. Only where :func:`weight_gradient_applies`."""
     mr, nr = gemm.tile_shape(buf.dtype)
     n, channels, ho, wo = grad_out.shape
     og, k_total = dwm.shape[1], dwm.shape[2]
     cg = buf.shape[3] // groups
     row_steps, origins, spans, region_taps, runs = _weight_layout(
-        regions, n, kernel, (ho, wo), geo, buf.shape, groups, channels
+        regions, n, kernel, (ho, wo), geo, buf.shape, groups, channels, start
     )
     flat_buf = buf.reshape(-1)
     # grad_out channels-last, (N*Ho*Wo, C): NumPy transposing copies, a share of the images per thread (a
