@@ -13,6 +13,29 @@ from segcore_numba.cpu import gemm, implicit
 MR, NR = gemm.tile_shape(np.float32)
 
 
+def _spy(monkeypatch, name: str) -> list[tuple]:
+    """The argument tuples of every call to ``implicit.<name>`` from now on (the function still runs)."""
+    calls: list[tuple] = []
+    original = getattr(implicit, name)
+    monkeypatch.setattr(implicit, name, lambda *args: calls.append(args) or original(*args))
+    return calls
+
+
+def _agree_in_both_dtypes(seed: int, shape, weight, args, gradients: tuple[str, ...]) -> None:
+    """conv2d and the named gradient kernels (``"input"``, ``"weight"``) on numba against the reference, in
+    float32 and float64, on operands drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal(weight).astype(dtype)
+        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        if "input" in gradients:
+            assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+        if "weight" in gradients:
+            assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+
+
 def test_runs_merge_the_taps_of_a_kernel_row_only_when_they_are_adjacent_in_the_buffer():
     # Buffer rows of width 10 with 4 channels. Dilation 1, no groups: taps (i, 0..2) are 12 adjacent values.
     merged = implicit._runs((3, 3), (1, 1, 1, 1, 1, 1), 4, 4, 10)
@@ -102,15 +125,8 @@ def test_layouts_are_kept_per_geometry():
     ],
 )
 def test_convolutions_through_the_implicit_product_agree(shape, weight, stride, padding, dilation, groups):
-    rng = np.random.default_rng(7)
-    for dtype in (np.float32, np.float64):
-        x = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal(weight).astype(dtype)
-        args = (stride, padding, dilation, groups)
-        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
-        g = rng.standard_normal(y.shape).astype(dtype)
-        # The stride-1 input gradient is a correlation too, through the same product.
-        assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+    # The stride-1 input gradient is a correlation too, through the same product.
+    _agree_in_both_dtypes(7, shape, weight, (stride, padding, dilation, groups), ("input",))
 
 
 @pytest.mark.parametrize(
@@ -126,17 +142,8 @@ def test_convolutions_through_the_implicit_product_agree(shape, weight, stride, 
     ],
 )
 def test_weight_gradients_through_the_implicit_product_agree(monkeypatch, shape, weight, stride, padding, dilation, groups):
-    calls = []
-    original = implicit.weight_gradient
-    monkeypatch.setattr(implicit, "weight_gradient", lambda *args: calls.append(1) or original(*args))
-    rng = np.random.default_rng(8)
-    args = (stride, padding, dilation, groups)
-    for dtype in (np.float32, np.float64):
-        x = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal(weight).astype(dtype)
-        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
-        g = rng.standard_normal(y.shape).astype(dtype)
-        assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+    calls = _spy(monkeypatch, "weight_gradient")
+    _agree_in_both_dtypes(8, shape, weight, (stride, padding, dilation, groups), ("weight",))
     assert len(calls) == 2, "both dtypes must take the implicit weight gradient"
 
 
@@ -168,17 +175,8 @@ def test_transposed_layout_goes_band_by_band_through_the_phases():
     ],
 )
 def test_strided_input_gradients_through_the_phases_agree(monkeypatch, shape, weight, stride, padding, dilation, groups):
-    calls = []
-    original = implicit.transposed
-    monkeypatch.setattr(implicit, "transposed", lambda *args: calls.append(1) or original(*args))
-    rng = np.random.default_rng(9)
-    args = (stride, padding, dilation, groups)
-    for dtype in (np.float32, np.float64):
-        x = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal(weight).astype(dtype)
-        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
-        g = rng.standard_normal(y.shape).astype(dtype)
-        assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
+    calls = _spy(monkeypatch, "transposed")
+    _agree_in_both_dtypes(9, shape, weight, (stride, padding, dilation, groups), ("input",))
     assert len(calls) == 2, "both dtypes must take the phase-split input gradient"
 
 
@@ -241,18 +239,9 @@ def test_reads_inside_when_every_region_keeps_only_taps_inside_the_input():
     ],
 )
 def test_convolutions_on_the_unpadded_input_agree(monkeypatch, shape, weight, padding, dilation, groups, start):
-    starts = []
-    original = implicit.correlate
-    monkeypatch.setattr(implicit, "correlate", lambda *args: starts.append(args[-1]) or original(*args))
-    rng = np.random.default_rng(11)
-    args = ((1, 1), padding, dilation, groups)
-    for dtype in (np.float32, np.float64):
-        x = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal(weight).astype(dtype)
-        y = assert_backend_agrees("conv2d", "numba", x, w, *args)
-        g = rng.standard_normal(y.shape).astype(dtype)
-        assert_backend_agrees("conv2d_grad_input", "numba", g, w, x.shape, *args)
-        assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args)
+    calls = _spy(monkeypatch, "correlate")
+    _agree_in_both_dtypes(11, shape, weight, ((1, 1), padding, dilation, groups), ("input", "weight"))
+    starts = [args[-1] for args in calls]  # correlate's last argument: where the windows start
     assert starts[0] == start
 
 
