@@ -39,7 +39,7 @@ from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import gemm, implicit, winograd
-from .shares import copy_in_shares
+from .relayout import copy_rows
 
 __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "KERNELS"]
 
@@ -315,13 +315,12 @@ def _padded_input(x, kernel: Pair, out_hw: Pair, geo: tuple):
     reference kernels' scratch copy (:func:`segcore.kernels.conv.padded`), valid until the next call on this
     thread.
 
-    Offsets may be negative (the input gradient's correlation crops). The transposing copy runs in NumPy,
-    whose blocked copy loop measured 2.5-3.5x faster than a compiled element loop, one share of the images per
-    thread (:func:`.shares.copy_in_shares`).
+    Offsets may be negative (the input gradient's correlation crops). The transposing copy is compiled and
+    parallel over rows (:func:`.relayout.copy_rows`).
     """
     (kh, kw), (ho, wo), (sh, sw, ph, pw, dh, dw) = kernel, out_hw, geo
     extent = ((ho - 1) * sh + dh * (kh - 1) + 1, (wo - 1) * sw + dw * (kw - 1) + 1)
-    return padded(np, x, (ph, pw), extent, channels_last=True, copy=copy_in_shares)
+    return padded(np, x, (ph, pw), extent, channels_last=True, copy=copy_rows)
 
 
 def _implicit_input(x, kernel: Pair, out_hw: Pair, geo: tuple, regions: list[_Region], groups: int):
@@ -334,7 +333,7 @@ def _implicit_input(x, kernel: Pair, out_hw: Pair, geo: tuple, regions: list[_Re
     """
     if implicit.reads_inside(regions, kernel, geo, groups):
         h, w = x.shape[2], x.shape[3]
-        return padded(np, x, (0, 0), (h, w), channels_last=True, copy=copy_in_shares), (-geo[2], -geo[3])
+        return padded(np, x, (0, 0), (h, w), channels_last=True, copy=copy_rows), (-geo[2], -geo[3])
     return _padded_input(x, kernel, out_hw, geo), (0, 0)
 
 

@@ -43,6 +43,7 @@ from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import gemm
+from .relayout import copy_rows
 from .shares import copy_in_shares
 
 __all__ = ["correlate", "transposed", "transposed_applies", "weight_gradient", "weight_gradient_applies"]
@@ -398,7 +399,7 @@ def transposed(grad_out, w, in_hw, geo, groups: int):
     # position of any phase (grad_out's rows past it are never read; those missing from it read zeros).
     back = ((kh - 1) * dh // sh, (kw - 1) * dw // sw)
     extent = (back[0] + (h - 1 + ph) // sh + 1, back[1] + (wd - 1 + pw) // sw + 1)
-    buf = padded(np, grad_out, back, extent, channels_last=True, copy=copy_in_shares)
+    buf = padded(np, grad_out, back, extent, channels_last=True, copy=copy_rows)
     layout = _transposed_layout(n, in_hw, (kh, kw), geo, buf.shape, back, groups * cg, og, mr)
     # Rows of the product in (i, j, o) order: tap (i, j)'s run of Og channels at (i*kw + j)*Og.
     weights = np.moveaxis(w.reshape(groups, og, cg, kh, kw), 1, 4)
@@ -476,12 +477,11 @@ def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm, start
         regions, n, kernel, (ho, wo), geo, buf.shape, groups, channels, start
     )
     flat_buf = buf.reshape(-1)
-    # grad_out channels-last, (N*Ho*Wo, C): NumPy transposing copies, a share of the images per thread (a
-    # parallel compiled gather measured slower in context: a parallel loop entered right after NumPy work
-    # starts late on these VMs). The tile reads it in region order through the row steps, each group from its
-    # first channel on: no copy per region or group.
+    # grad_out channels-last, (N*Ho*Wo, C), in one compiled copy parallel over rows (:func:`.relayout.copy_rows`;
+    # an earlier compiled gather through the row table measured slower than NumPy's copies). The tile reads it
+    # in region order through the row steps, each group from its first channel on: no copy per region or group.
     channels_last = scratch(np, "numba.conv.grad_rows", (n * ho * wo, channels), buf.dtype)
-    copy_in_shares(channels_last.reshape(n, ho, wo, channels), np.moveaxis(grad_out, 1, 3))
+    copy_rows(np.moveaxis(channels_last.reshape(n, ho, wo, channels), 3, 1), grad_out)
     # One region: the pixels in their own order, each row `channels` after the last (no table to read).
     row_step = channels if len(regions) == 1 else 0
     length = int(runs[0, 5]) if len(runs) else nr  # every run of a layer has the same length
