@@ -255,3 +255,50 @@ def test_the_implicit_weight_gradient_needs_a_whole_tile_of_channels():
     # Dilation 1 along rows merges a kernel row's taps into one run of 3 * 16 channels.
     assert implicit.weight_gradient_applies(buf[..., :16], (3, 3), (1, 1, 1, 1, 1, 1), MR, 1)
     assert not implicit.weight_gradient_applies(buf.astype(np.int32), (3, 3), dilated, MR, 1)
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        # Runs of consecutive targets (a region's pixels along output rows), broken and padded with -1.
+        [0, 1, 2, 3, 4, 5, 9, 10, 11, -1, -1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36,
+         37, 38, 39, 40, 41, 42, 43, 44, 45, 60, 61, -1],
+        # A stride apart (an input gradient's phase): every row its own run.
+        [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, -1, 30, 32, 34, 36],
+    ],
+)
+def test_scatter_puts_each_channels_last_row_at_its_target_in_every_channel_plane(targets):
+    targets = np.array(targets, dtype=np.intp)
+    channels, o_pad, first, plane = 5, 8, 2, 64  # rows padded to 8 columns; the first 2 table rows skipped
+    count = targets.size - first
+    rows = np.random.default_rng(0).standard_normal((count, o_pad)).astype(np.float32)
+    out = np.full(channels * plane, np.nan, dtype=np.float32)
+    implicit._scatter(rows.reshape(-1), o_pad, channels, targets, first, count, out, plane)
+    # Independently: out[target + o*plane] = rows[r, o] for every kept row, nothing else written.
+    expected = np.full((channels, plane), np.nan, dtype=np.float32)
+    for r, target in enumerate(targets[first:]):
+        if target >= 0:
+            expected[:, target] = rows[r, :channels]
+    np.testing.assert_array_equal(out.reshape(channels, plane), expected)
+
+
+def test_chunk_bounds_give_every_chunk_an_equal_share_of_the_work():
+    # Three pieces: 10 panels of one 64-long run, 6 panels of three runs (192), 8 panels of two runs (128).
+    runs = np.array([[0, 0, 64], [0, 0, 64], [0, 64, 64], [0, 128, 64], [0, 0, 64], [0, 64, 64]], dtype=np.intp)
+    panel_runs = np.array([[0, 1]] * 10 + [[1, 4]] * 6 + [[4, 6]] * 8, dtype=np.intp)
+    work = np.array([64] * 10 + [192] * 6 + [128] * 8)  # 3776 in all
+    for threads in (1, 2, 3):
+        bounds = implicit._chunk_bounds(panel_runs, runs, threads)
+        chunks = bounds.size - 1
+        assert chunks % threads == 0 and bounds[0] == 0 and bounds[-1] == panel_runs.shape[0]
+        assert np.all(np.diff(bounds) >= 0)
+        shares = np.array([work[bounds[q] : bounds[q + 1]].sum() for q in range(chunks)])
+        # Each chunk ends just after the panel that completes its share: it is off by less than one panel.
+        assert np.all(np.abs(np.cumsum(shares) - work.sum() * np.arange(1, chunks + 1) / chunks) < work.max())
+
+
+def test_chunk_bounds_of_a_layer_with_equal_panels_are_equal_runs_of_panels(monkeypatch):
+    monkeypatch.setattr(implicit, "_CHUNK_PANELS", 4)
+    runs = np.array([[0, 0, 96]], dtype=np.intp)
+    bounds = implicit._chunk_bounds(np.array([[0, 1]] * 16, dtype=np.intp), runs, 2)
+    np.testing.assert_array_equal(bounds, [0, 4, 8, 12, 16])

@@ -28,8 +28,9 @@ offsets a second tile variant
 (:func:`.gemm._tile_gathered_ab`) reads from the same kind of table; each region's pixels add only to the taps
 it sees.
 
-Parallel over chunks of panels; within a chunk the loop nest is the GEMM's: a run of taps (the weight rows it
-uses, in the level-2 cache), then panels (the 12 windows' channels, in level 1), then 32-column tiles.
+Parallel over chunks of panels, each with an equal share of the multiply-adds (:func:`_chunk_bounds`); within
+a chunk the loop nest is the GEMM's: a run of taps (the weight rows it uses, in the level-2 cache), then panels
+(the 12 windows' channels, in level 1), then 32-column tiles.
 Accumulation order per output: taps in ``(i, j)`` order, channels increasing, independent of the threads.
 """
 
@@ -62,21 +63,46 @@ def _scatter(rows, o_pad, og, targets, first, count, out, channel_step):
     size, ``targets`` each row's ``(b, 0, y, z)`` offset).
 
     Blocks of 32 rows: a block's rows (32 KiB at 256 channels) stay in the level-1 cache while each channel's
-    32 values are read down a column and written along an output row.
+    values are read down a column and written along an output row. Where a block's targets run on in steps of
+    one (a region's pixels along an output row), each run goes as one loop of contiguous stores per channel;
+    else (the input gradient's phases, a stride apart) the block goes channel by channel. Indices are
+    unsigned, so that Numba adds no wraparound test for negative ones: with both, the scatter of a rate-6
+    layer's result ran in 0.57 against 1.52 ms on one core (stride 2: 0.20 against 0.67 ms).
     """
     block = 32
+    step, width = np.uint64(channel_step), np.uint64(o_pad)
     for r0 in range(0, count, block):
         r1 = min(count, r0 + block)
-        for o in range(og):
-            for r in range(r0, r1):
-                target = targets[first + r]
-                if target >= 0:
-                    out[target + o * channel_step] = rows[r * o_pad + o]
+        breaks = 0  # rows whose target does not follow the previous row's
+        for r in range(r0 + 1, r1):
+            breaks += targets[first + r] != targets[first + r - 1] + 1
+        if 4 * breaks > r1 - r0:  # short runs: one channel at a time over the whole block
+            for o in range(og):
+                channel = np.uint64(o)
+                for r in range(r0, r1):
+                    target = targets[first + r]
+                    if target >= 0:
+                        out[np.uint64(target) + channel * step] = rows[np.uint64(r) * width + channel]
+            continue
+        r = r0
+        while r < r1:
+            target = targets[first + r]
+            stop = r + 1
+            if target >= 0:
+                while stop < r1 and targets[first + stop] == target + (stop - r):
+                    stop += 1
+                length, source = np.uint64(stop - r), np.uint64(r) * width
+                for o in range(og):
+                    channel = np.uint64(o)
+                    destination = np.uint64(target) + channel * step
+                    for k in range(length):
+                        out[destination + k] = rows[source + k * width + channel]
+            r = stop
 
 
 @njit(nogil=True, parallel=True, cache=True, error_model="numpy")
 def _correlate_panels(buf, table, panel_runs, runs, packed, k_total, o_pad, og, targets, out, channel_step, mr, nr,
-                      chunk, chunks, staging):  # fmt: skip
+                      bounds, staging):  # fmt: skip
     """``out[targets[r] + o*channel_step] = sum over the runs u of the row's panel of
     sum_k buf[table[r] + off_u + k] * w[row_u + k, o]`` for every row ``r`` of the table and ``o < og``.
 
@@ -84,13 +110,12 @@ def _correlate_panels(buf, table, panel_runs, runs, packed, k_total, o_pad, og, 
     window's origin) and of rows of the ``(k_total, o_pad)`` weight matrix ``w``, given ``packed`` as its
     ``nr``-column tiles one after the other, each ``(k_total, nr)`` with its rows contiguous (so that a tile
     visit streams its weights in order). ``panel_runs`` rows are a panel's ``[first, stop)`` runs. Rows with a
-    negative target are computed and dropped. ``staging`` is ``(threads, chunk*mr*o_pad)``: each thread sums
-    its chunk of panels there (in its level-2 cache) and scatters it into ``out`` at once.
+    negative target are computed and dropped. Chunk ``q`` of the work is panels ``[bounds[q], bounds[q+1])``;
+    ``staging`` is ``(threads, at least the largest chunk's panels*mr*o_pad)``: each thread sums its chunk of
+    panels there (in its level-2 cache) and scatters it into ``out`` at once.
     """
-    panels = table.size // mr
-    for q in prange(chunks):
-        p0 = q * chunk
-        p1 = min(panels, p0 + chunk)
+    for q in prange(bounds.size - 1):
+        p0, p1 = bounds[q], bounds[q + 1]
         if p1 <= p0:
             continue
         rows = staging[numba.get_thread_id()]
@@ -286,6 +311,27 @@ def _packed(weights, nr: int):
     return packed.reshape(g, packed.shape[1], -1, nr)
 
 
+def _chunk_bounds(panel_runs, runs, threads: int):
+    """Panel boundaries ``[0, ..., panels]`` of the chunks of :func:`_correlate_panels`: a multiple of
+    ``threads`` chunks of about :data:`_CHUNK_PANELS` panels, each with an equal share of the multiply-adds
+    (a panel's are the sum of its runs' lengths), so that the threads' equal runs of chunks take equally long.
+
+    Why by work and not by panels: a dilated layer's regions keep different numbers of taps (a rate-6 layer on
+    28x28: 4 in the corners, 6 along the edges, 9 inside), and equal runs of panels gave one of two threads
+    1806 tap-panels and the other 1653.
+    """
+    panels = panel_runs.shape[0]
+    chunks = threads * max(1, -(-panels // (threads * _CHUNK_PANELS)))
+    before = np.concatenate(([0], np.cumsum(runs[:, 2])))  # run lengths summed up to each run
+    done = np.cumsum(before[panel_runs[:, 1]] - before[panel_runs[:, 0]])  # work up to and with each panel
+    if panels == 0 or done[-1] == 0:
+        return np.linspace(0, panels, chunks + 1).astype(np.intp)
+    # Each inner boundary just after the panel that completes its share.
+    shares = done[-1] * np.arange(1, chunks) / chunks
+    inner = np.searchsorted(done, shares, side="left") + 1
+    return np.concatenate(([0], np.minimum(inner, panels), [panels])).astype(np.intp)
+
+
 def _run_panels(buf, layout, weights, groups: int, out, plane: int, in_group: int, out_group: int):
     """:func:`_correlate_panels` for each group over ``layout`` (window origins, output offsets, panel runs,
     runs), ``weights`` as for :func:`_packed`; the group's windows start ``in_group`` values further in the
@@ -295,17 +341,15 @@ def _run_panels(buf, layout, weights, groups: int, out, plane: int, in_group: in
     packed = _packed(weights, nr)
     tiles, k_total = packed.shape[1], packed.shape[2]
     o_pad, og = tiles * nr, weights.shape[1]
-    panels = table.size // mr
     threads = numba.get_num_threads()
-    # Chunks in a multiple of the threads, so that every thread gets as many.
-    chunks = threads * max(1, -(-panels // (threads * _CHUNK_PANELS)))
-    chunk = -(-panels // chunks)
+    bounds = _chunk_bounds(panel_runs, runs, threads)
+    chunk = int(np.diff(bounds).max())
     staging = scratch(np, "numba.conv.staging", (threads, chunk * mr * o_pad), buf.dtype)
     flat_buf, flat_out = buf.reshape(-1), out.reshape(-1)
     for g in range(groups):
         _correlate_panels(
             flat_buf[g * in_group :], table, panel_runs, runs, packed[g].reshape(-1), k_total, o_pad, og, targets,
-            flat_out[g * out_group * plane :], plane, mr, nr, chunk, chunks, staging,
+            flat_out[g * out_group * plane :], plane, mr, nr, bounds, staging,
         )  # fmt: skip
     return out
 
