@@ -80,6 +80,20 @@ def test_integer_convolutions_use_numpys_product_and_agree_exactly():
     assert_backend_agrees("conv2d_grad_weight", "numba", x, g, w.shape, *args, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("output_channels, channels", [(4, 3), (96, 640)])  # 2.1 MiB: the compiled copy
+def test_weight_gradient_columns_go_back_to_the_weight_order(output_channels, channels):
+    # Columns in (i, j, c) order: column (i*kw + j)*Cg + c of row o holds weight[o, c, i, j].
+    kh, kw = 3, 2
+    dwm = np.random.default_rng(0).standard_normal((1, output_channels, kh * kw * channels)).astype(np.float32)
+    result = numba_conv._weight_order(dwm, (output_channels, channels, kh, kw))
+    expected = np.empty((output_channels, channels, kh, kw), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            expected[:, :, i, j] = dwm[0, :, (i * kw + j) * channels : (i * kw + j + 1) * channels]
+    np.testing.assert_array_equal(result, expected)
+    assert result.flags.c_contiguous
+
+
 def test_empty_batch_convolves_to_empty_outputs():
     x = np.zeros((0, 4, 5, 5), dtype=np.float32)
     w = np.ones((3, 4, 3, 3), dtype=np.float32)

@@ -371,6 +371,16 @@ def _taps_last(weights):
     return np.ascontiguousarray(np.transpose(weights, (0, 1, 3, 4, 2))).reshape(g, o, -1)
 
 
+def _weight_order(dwm, weight_shape):
+    """The weight gradient ``dwm`` ``(G, Og, kh*kw*Cg)``, its columns in ``(i, j, c)`` order, as a new
+    ``(O, Cg, kh, kw)`` array. One copy parallel over rows (:func:`.relayout.copy_rows`): NumPy's transposing
+    copy took 0.33 ms for a 256x256 3x3 layer, on one core."""
+    o, cg, kh, kw = weight_shape
+    result = np.empty(weight_shape, dtype=dwm.dtype)
+    copy_rows(result, np.transpose(dwm.reshape(o, kh, kw, cg), (0, 3, 1, 2)))
+    return result
+
+
 def _is_pointwise(kernel: Pair, stride: Pair, padding: Pair, x_hw: Pair, out_hw: Pair) -> bool:
     """1x1, stride 1, unpadded, same size: the input planes are the im2col matrix already."""
     return kernel == (1, 1) and stride == (1, 1) and padding == (0, 0) and x_hw == out_hw
@@ -519,7 +529,7 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
     buf, start = _implicit_input(x, (kh, kw), (ho, wo), geo, regions, groups)
     if implicit.weight_gradient_applies(buf, (kh, kw), geo, og, groups):
         implicit.weight_gradient(buf, g_out, regions, (kh, kw), geo, groups, dwm, start)
-        return np.ascontiguousarray(np.transpose(dwm.reshape(o, kh, kw, cg), (0, 3, 1, 2)))
+        return _weight_order(dwm, (o, cg, kh, kw))
     if start != (0, 0):  # im2col reads every tap of its windows: it needs the padded buffer
         buf = _padded_input(x, (kh, kw), (ho, wo), geo)
     cols = scratch(np, "numba.conv.cols", (_cols_capacity(n, regions, cg),), x.dtype)
@@ -543,8 +553,7 @@ def conv2d_grad_weight(xp, x, grad_out, weight_shape, stride: Pair, padding: Pai
         if not whole:
             taps = dwm.reshape(groups, og, kh, kw, cg)[:, :, i0:i1, j0:j1]
             taps += target.reshape(groups, og, i1 - i0, j1 - j0, cg)
-    # Back from the columns' (i, j, c) order to the weight's (c, i, j).
-    return np.ascontiguousarray(np.transpose(dwm.reshape(o, kh, kw, cg), (0, 3, 1, 2)))
+    return _weight_order(dwm, (o, cg, kh, kw))
 
 
 KERNELS = {
