@@ -302,3 +302,18 @@ def test_chunk_bounds_of_a_layer_with_equal_panels_are_equal_runs_of_panels(monk
     runs = np.array([[0, 0, 96]], dtype=np.intp)
     bounds = implicit._chunk_bounds(np.array([[0, 1]] * 16, dtype=np.intp), runs, 2)
     np.testing.assert_array_equal(bounds, [0, 4, 8, 12, 16])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_weights_are_column_tiles_with_contiguous_rows_and_zero_columns_past_the_end(dtype):
+    nr = gemm.tile_shape(dtype)[1]
+    columns = nr + 5  # a whole tile and a partial one
+    w = np.random.default_rng(3).standard_normal((2, columns, 4, 3, 3)).astype(dtype)
+    view = np.moveaxis(w, 2, 4)  # (G, N, kh, kw, C) as the forward passes it: not contiguous
+    packed = implicit._packed(view, nr)
+    assert packed.shape == (2, 2, 3 * 3 * 4, nr)
+    for g in range(2):
+        matrix = view[g].reshape(columns, -1).T  # (K, N): row k of the product's weight matrix
+        np.testing.assert_array_equal(packed[g, 0], matrix[:, :nr])
+        np.testing.assert_array_equal(packed[g, 1, :, :5], matrix[:, nr:])
+        assert not packed[g, 1, :, 5:].any()
