@@ -305,15 +305,20 @@ def test_chunk_bounds_of_a_layer_with_equal_panels_are_equal_runs_of_panels(monk
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_packed_weights_are_column_tiles_with_contiguous_rows_and_zero_columns_past_the_end(dtype):
+@pytest.mark.parametrize("channels", [4, 2048])  # NumPy's copy, the compiled one (from 2 MiB)
+def test_packed_weights_are_column_tiles_with_contiguous_rows_and_zero_columns_past_the_end(
+    monkeypatch, dtype, channels
+):
+    compiled = _spy(monkeypatch, "_pack_tiles")
     nr = gemm.tile_shape(dtype)[1]
     columns = nr + 5  # a whole tile and a partial one
-    w = np.random.default_rng(3).standard_normal((2, columns, 4, 3, 3)).astype(dtype)
+    w = np.random.default_rng(3).standard_normal((2, columns, channels, 3, 3)).astype(dtype)
     view = np.moveaxis(w, 2, 4)  # (G, N, kh, kw, C) as the forward passes it: not contiguous
     packed = implicit._packed(view, nr)
-    assert packed.shape == (2, 2, 3 * 3 * 4, nr)
+    assert packed.shape == (2, 2, 3 * 3 * channels, nr)
     for g in range(2):
         matrix = view[g].reshape(columns, -1).T  # (K, N): row k of the product's weight matrix
         np.testing.assert_array_equal(packed[g, 0], matrix[:, :nr])
         np.testing.assert_array_equal(packed[g, 1, :, :5], matrix[:, nr:])
         assert not packed[g, 1, :, 5:].any()
+    assert len(compiled) == (channels == 2048)
