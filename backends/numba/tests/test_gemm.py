@@ -256,27 +256,3 @@ def test_tile_reads_the_rows_of_b_from_a_table(dtype):
     a_matrix = np.array([[a[a0 + i + k * sak] for k in range(kc)] for i in range(MR)])
     b_matrix = np.stack([b[r + b_offset : r + b_offset + nr] for r in b_rows[2:]])
     _close(got, _reference(a_matrix, b_matrix), kc)
-
-
-@njit
-def _tile_with_gathered_ab(a, a0, a_steps, b_rows, first, b, b_offset, kc, nr):
-    c = np.zeros(MR * nr, dtype=a.dtype)
-    gemm._tile_gathered_ab(a, a0, a_steps, b_rows, first, b, b_offset, c, 0, nr, kc, False)
-    return c
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_tile_reads_the_steps_of_a_and_the_rows_of_b_from_tables(dtype):
-    rng = np.random.default_rng(6)
-    nr = gemm.tile_shape(dtype)[1]
-    kc, a0, b_offset = 29, 5, 7
-    a = rng.standard_normal(2000).astype(dtype)
-    b = rng.standard_normal(3000).astype(dtype)
-    # Step k reads a[a0 + i + a_steps[2 + k]] and b[b_rows[2 + k] + 7 + j]: both tables from entry 2 on, entries
-    # anywhere, in any order, repeats allowed.
-    a_steps = np.concatenate([[-1, -1], rng.integers(0, 2000 - a0 - MR, kc)]).astype(np.intp)
-    b_rows = np.concatenate([[-1, -1], rng.integers(0, 3000 - nr - b_offset, kc)]).astype(np.intp)
-    got = _tile_with_gathered_ab(a, a0, a_steps, b_rows, 2, b, b_offset, kc, nr).reshape(MR, nr)
-    a_matrix = np.array([[a[a0 + i + a_steps[2 + k]] for k in range(kc)] for i in range(MR)])
-    b_matrix = np.stack([b[r + b_offset : r + b_offset + nr] for r in b_rows[2:]])
-    _close(got, _reference(a_matrix, b_matrix), kc)

@@ -74,6 +74,25 @@ def test_layout_lists_every_output_pixel_once_in_region_order_with_the_runs_of_i
     assert table[first_pad] == table[first_pad - 1]
 
 
+def test_weight_layout_orders_the_pixels_by_region():
+    n, out_hw, geo = 2, (28, 28), (1, 1, 6, 6, 6, 6)
+    regions = numba_conv._regions((28, 28), (3, 3), out_hw, geo)
+    buf_shape = (n, 28, 28, 3)  # unpadded: windows start at (-6, -6)
+    order, origins, spans, _, _ = implicit._weight_layout(regions, n, (3, 3), out_hw, geo, buf_shape, 1, (-6, -6))
+    assert sorted(order.ravel().tolist()) == list(range(n * 28 * 28))  # a permutation of the rows
+    # The first region is rows 0-5, columns 0-5, image-major: its 13th pixel is image 0's (2, 0), its 37th
+    # image 1's (0, 0); the centre region (rows and columns 6-21) starts after the four before it.
+    assert order[0, 2, 0] == 12 and order[1, 0, 0] == 36
+    centre = spans[4, 0]
+    assert order[0, 6, 6] == centre and order[0, 6, 7] == centre + 1 and order[1, 6, 6] == centre + 16 * 16
+    # Each pixel's window origin at its place: (y - 6, z - 6) in image b, 3 channels per position.
+    for b, y, z in [(0, 2, 0), (1, 6, 7), (1, 27, 27)]:
+        assert origins[order[b, y, z]] == ((b * 28 + y - 6) * 28 + z - 6) * 3
+    one_region = numba_conv._regions((40, 40), (3, 3), (40, 40), (1, 1, 1, 1, 1, 1))
+    assert len(one_region) == 1  # the pixels in their own order: no table
+    assert implicit._weight_layout(one_region, 1, (3, 3), (40, 40), (1, 1, 1, 1, 1, 1), (1, 42, 42, 3), 1)[0] is None
+
+
 def test_phase_taps_are_the_taps_that_reach_each_phase_of_a_strided_input():
     # Stride 2, dilation 1: even residues get taps 0 and 2 (tap 2 one output position further back), odd tap 1.
     assert implicit._phase_taps(3, 2, 1, 0) == [(0, 0), (2, 1)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segcore_numba.cpu import relayout
-from segcore_numba.cpu.relayout import copy_rows
+from segcore_numba.cpu.relayout import copy_rows, copy_to_rows
 
 
 def _count_calls(monkeypatch, module, name):
@@ -66,3 +66,21 @@ def test_other_copies_go_to_numpy_in_shares(monkeypatch, dst_dtype, src_dtype, m
 def test_rejects_arrays_of_different_shapes():
     with pytest.raises(ValueError, match=r"dst \(1, 2, 3, 4\) and src \(1, 2, 3, 5\)"):
         copy_rows(np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3, 5)))
+
+
+@pytest.mark.parametrize("dtype, min_bytes", [(np.float32, 0), (np.float64, 0), (np.float32, 1 << 30)])
+def test_copy_to_rows_puts_each_pixel_at_its_row(monkeypatch, dtype, min_bytes):
+    compiled = _count_calls(monkeypatch, relayout, "_copy_to_rows")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    order = rng.permutation(2 * 4 * 5).reshape(2, 4, 5).astype(np.intp)
+    rows = np.full((40, 3), np.nan, dtype=dtype)
+    copy_to_rows(rows, x, order, min_bytes=min_bytes)
+    assert len(compiled) == (min_bytes == 0)
+    for b, y, z in np.ndindex(2, 4, 5):
+        np.testing.assert_array_equal(rows[order[b, y, z]], x[b, :, y, z])
+
+
+def test_copy_to_rows_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"rows \(40, 3\) and order \(2, 4, 5\) .* got rows \(40, 4\)"):
+        copy_to_rows(np.zeros((40, 4)), np.zeros((2, 3, 4, 5)), np.zeros((2, 4, 5), dtype=np.intp))

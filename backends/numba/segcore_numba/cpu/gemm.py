@@ -77,15 +77,12 @@ def _tile_function(
     step_tables: bool = False,
     unit_step: bool = False,
     unit_rows: bool = False,
-    a_step_table: bool = False,
 ):
     """The register tile as an LLVM function of ``module`` (made on first use), kept out of line. With
     ``row_table`` the rows of ``a`` start at offsets read from a table (see :func:`_tile_rows`) instead of at
     equal steps; with ``step_tables`` the rows of ``b`` (one per step of the reduction) are read from a table
     (see :func:`_tile_gathered_b`); with ``unit_step`` each row of ``a`` is contiguous along the reduction
-    (no ``sak`` operand); with ``unit_rows`` the rows of ``a`` are adjacent (no ``sam`` operand); with
-    ``a_step_table`` (and ``step_tables``) the step of ``a`` is read from a second table, indexed like the
-    first (see :func:`_tile_gathered_ab`).
+    (no ``sak`` operand); with ``unit_rows`` the rows of ``a`` are adjacent (no ``sam`` operand).
 
     Why ``unit_step``: with a step known only at run time, LLVM kept one pointer per row of ``a`` and advanced
     all twelve every step; with the other operands they did not fit the integer registers, and the loop moved
@@ -109,7 +106,6 @@ def _tile_function(
     name += "_steps" if step_tables else ""
     name += "_unit" if unit_step else ""
     name += "_adjacent" if unit_rows else ""
-    name += "_asteps" if a_step_table else ""
     if name in module.globals:
         return module.globals[name]
     table_type = index.as_pointer()
@@ -118,11 +114,8 @@ def _tile_function(
     if unit_rows:
         row_operands = row_operands[:1]  # a0 only
     # How the reduction steps: ``sak``, ``b``, ``b0``, ``sbk``; or ``sak``, a table of the rows of ``b`` and its
-    # first entry, ``b``, and an offset added to every row. No ``sak`` with a unit step; a table of the steps
-    # of ``a`` in its place with ``a_step_table``.
+    # first entry, ``b``, and an offset added to every row. No ``sak`` with a unit step.
     step_operands = [index, table_type, index, pointer, index] if step_tables else [index, pointer, index, index]
-    if a_step_table:
-        step_operands[0] = table_type
     if unit_step:
         step_operands = step_operands[1:]
     operands = [pointer, *row_operands, *step_operands, pointer, index, index, index, flag]
@@ -176,10 +169,7 @@ def _tile_function(
     accumulators = [builder.phi(vec) for _ in range(_MR * _NV)]
     for phi in accumulators:
         phi.add_incoming(zero_vec, entry)
-    if a_step_table:  # sakv is the table of a's steps, indexed like b's rows
-        a_step = builder.load(builder.gep(sakv, [builder.add(first_step, k)]))
-    else:
-        a_step = k if unit_step else builder.mul(k, sakv)
+    a_step = k if unit_step else builder.mul(k, sakv)
     if step_tables:
         b_row = builder.add(builder.load(builder.gep(b_rows, [builder.add(first_step, k)])), b_offset)
     else:
@@ -276,23 +266,13 @@ def _tile_rows(typingctx, a, table, first, offset, b, b0, sbk, c, c0, ldc, kc, a
 
 @intrinsic
 def _tile_gathered_b(typingctx, a, a0, sak, b_rows, first, b, b_offset, c, c0, ldc, kc, accumulate):
-    """:func:`_tile_gathered_ab` with equal steps of ``a``:
-    ``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[a0 + i + k*sak] * b[b_rows[first + k] + b_offset + j]`` (one table
-    load per step fewer: the weight gradient of a stride-2 layer ran 3-4% faster than through the step table)."""
+    """:func:`_tile` with adjacent rows of ``a`` and the rows of ``b`` read from a table:
+    ``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[a0 + i + k*sak] * b[b_rows[first + k] + b_offset + j]``. For products
+    whose reduction runs over gathered items, such as a convolution's weight gradient summed over pixels
+    (``a`` then holds ``grad_out`` as one row per pixel, ``sak`` apart, ``b`` the channels-last input,
+    ``b_rows`` each pixel's window). ``b_rows`` is a 1-D C-contiguous intp array; nothing is bounds-checked."""
     arguments = (a, a0, sak, b_rows, first, b, b_offset, c, c0, ldc, kc, accumulate)
     return _typed_tile(arguments, floats=(0, 5, 7), tables=(3,), step_tables=True, unit_rows=True)
-
-
-@intrinsic
-def _tile_gathered_ab(typingctx, a, a0, a_steps, b_rows, first, b, b_offset, c, c0, ldc, kc, accumulate):
-    """:func:`_tile` with adjacent rows of ``a`` whose steps, and the rows of ``b``, are read from two tables
-    indexed alike: ``c[c0 + i*ldc + j] (+)= sum_{k<kc} a[a0 + i + a_steps[first + k]] * b[b_rows[first + k] +
-    b_offset + j]``. For products whose reduction runs over gathered items, such as a convolution's weight
-    gradient summed over pixels in any order (``a`` then holds ``grad_out`` channels-last, ``a_steps`` each
-    pixel's row in it, ``b`` the padded input, ``b_rows`` each pixel's window). The tables are 1-D
-    C-contiguous intp arrays; nothing is bounds-checked."""
-    arguments = (a, a0, a_steps, b_rows, first, b, b_offset, c, c0, ldc, kc, accumulate)
-    return _typed_tile(arguments, floats=(0, 5, 7), tables=(2, 3), step_tables=True, unit_rows=True, a_step_table=True)
 
 
 @njit(nogil=True, cache=True)

@@ -23,10 +23,8 @@ band by band of rows through the phases so that a chunk's scatter writes whole l
 replaces a transposed GEMM and a col2im scatter-add.
 
 The weight gradient (:func:`weight_gradient`) is the same product with the pixels as its reduction: the rows
-of ``grad_out``, channels-last, read in region order through a table of row offsets, times the windows, whose
-offsets a second tile variant
-(:func:`.gemm._tile_gathered_ab`) reads from the same kind of table; each region's pixels add only to the taps
-it sees.
+of ``grad_out``, copied channels-last in region order, times the windows, whose offsets a second tile variant
+(:func:`.gemm._tile_gathered_b`) reads from a table; each region's pixels add only to the taps it sees.
 
 Parallel over chunks of panels, each with an equal share of the multiply-adds (:func:`_chunk_bounds`); within
 a chunk the loop nest is the GEMM's: a run of taps (the weight rows it uses, in the level-2 cache), then panels
@@ -44,7 +42,7 @@ from segcore.kernels.conv import padded
 from segcore.kernels.workspace import scratch
 
 from . import gemm
-from .relayout import copy_rows
+from .relayout import copy_rows, copy_to_rows
 from .shares import SHARED_COPY_BYTES
 
 __all__ = ["correlate", "transposed", "transposed_applies", "weight_gradient", "weight_gradient_applies"]
@@ -136,33 +134,22 @@ def _correlate_panels(buf, table, panel_runs, runs, packed, k_total, o_pad, og, 
         _scatter(rows, o_pad, og, targets, p0 * mr, (p1 - p0) * mr, out, channel_step)
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _weight_tile(rows, a0, row_steps, row_step, origins, first, buf, b_offset, c, c0, ldc, kc, accumulate):
-    """The weight gradient's tile: ``rows`` stepped by ``row_step`` when it is positive, else through
-    ``row_steps``."""
-    if row_step > 0:
-        gemm._tile_gathered_b(rows, a0, row_step, origins, first, buf, b_offset, c, c0, ldc, kc, accumulate)
-    else:
-        gemm._tile_gathered_ab(rows, a0, row_steps, origins, first, buf, b_offset, c, c0, ldc, kc, accumulate)
-
-
 @njit(nogil=True, parallel=True, cache=True, error_model="numpy")
 def _weight_panels(
-    rows, first_channel, row_steps, row_step, buf, origins, spans, region_taps, runs, dwm, og, k_total, mr, nr,
-    row_parts, column_parts,
+    rows, first_channel, channels, buf, origins, spans, region_taps, runs, dwm, og, k_total, mr, nr, row_parts,
+    column_parts,
 ):  # fmt: skip
-    """``dwm[o, w0 + c] += sum_p rows[row_steps[p] + first_channel + o] * buf[origins[p] + off + c]`` for every
+    """``dwm[o, w0 + c] += sum_p rows[p*channels + first_channel + o] * buf[origins[p] + off + c]`` for every
     run ``(i, j0, j1, off, w0, length)`` and ``c < length``, ``p`` over the pixels of each region (``spans``
-    rows ``(first, stop)`` into ``row_steps``/``origins``) whose taps ``region_taps`` meet the run's.
+    rows ``(first, stop)`` into ``origins``) whose taps ``region_taps`` meet the run's.
 
-    ``rows`` is the flattened channels-last ``grad_out`` (``row_steps`` each pixel's row offset in it, in
-    region order; ``first_channel`` the group's first channel); when ``row_step`` is positive the pixels are in
-    their own order and ``row_steps[p] = p * row_step``, which the tile then computes instead of reading.
-    ``dwm`` is the flattened ``(og, k_total)`` weight-gradient matrix. Work items are (one of ``row_parts``
-    shares of the row panels, one of ``column_parts`` shares of a run's column tiles, run): disjoint pieces of
-    ``dwm``, every element summed over regions and pixels in order. A last panel or tile that would run past
-    ``og`` rows or ``length`` columns is moved back to end there and computed aside, its new rows and columns
-    added after; so ``og >= mr`` and ``length >= nr``.
+    ``rows`` is the flattened ``grad_out`` as ``(pixels, channels)`` rows in the order of ``origins`` (region
+    order; ``first_channel`` the group's first channel): the tile steps through it evenly and reads only the
+    windows' origins from a table. ``dwm`` is the flattened ``(og, k_total)`` weight-gradient matrix. Work
+    items are (one of ``row_parts`` shares of the row panels, one of ``column_parts`` shares of a run's column
+    tiles, run): disjoint pieces of ``dwm``, every element summed over regions and pixels in order. A last panel
+    or tile that would run past ``og`` rows or ``length`` columns is moved back to end there and computed
+    aside, its new rows and columns added after; so ``og >= mr`` and ``length >= nr``.
     """
     row_panels = (og + mr - 1) // mr
     count = runs.shape[0]
@@ -179,18 +166,16 @@ def _weight_panels(
                 kc = min(_KC, spans[s, 1] - k0)
                 for r in range(row_part * row_panels // row_parts, (row_part + 1) * row_panels // row_parts):
                     o0 = min(r * mr, og - mr)
-                    a0 = first_channel + o0
-                    if row_step > 0:
-                        a0 += k0 * row_step
+                    a0 = first_channel + o0 + k0 * channels
                     tiles = (length + nr - 1) // nr
                     for t in range(column_part * tiles // column_parts, (column_part + 1) * tiles // column_parts):
                         n0 = t * nr
                         c0 = min(n0, length - nr)
                         if o0 == r * mr and c0 == n0:
-                            _weight_tile(rows, a0, row_steps, row_step, origins, k0, buf, off + c0, dwm,
-                                         o0 * k_total + w0 + c0, k_total, kc, True)  # fmt: skip
+                            gemm._tile_gathered_b(rows, a0, channels, origins, k0, buf, off + c0, dwm,
+                                                  o0 * k_total + w0 + c0, k_total, kc, True)  # fmt: skip
                             continue
-                        _weight_tile(rows, a0, row_steps, row_step, origins, k0, buf, off + c0, tile, 0, nr, kc, False)
+                        gemm._tile_gathered_b(rows, a0, channels, origins, k0, buf, off + c0, tile, 0, nr, kc, False)
                         for a in range(r * mr - o0, mr):
                             for b in range(n0 - c0, nr):
                                 dwm[(o0 + a) * k_total + w0 + c0 + b] += tile[a * nr + b]
@@ -476,26 +461,30 @@ def transposed(grad_out, w, in_hw, geo, groups: int):
     return _run_panels(buf, layout, weights, groups, dx, h * wd, og, cg)
 
 
-def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int, channels: int, start=(0, 0)):
-    """(row steps, window origins, region spans, region taps, runs) for :func:`_weight_panels`: every output
+def _weight_layout(regions, n: int, kernel, out_hw, geo, buf_shape, groups: int, start=(0, 0)):
+    """(pixel order, window origins, region spans, region taps, runs) for :func:`_weight_panels`: every output
     pixel once, in region order (each region's image-major), no padding rows (the pixels are the reduction, not
-    tile rows). The row steps are the pixels' row offsets in the channels-last ``(N*Ho*Wo, channels)``
-    ``grad_out``; ``spans`` each region's ``[first, stop)`` pixels."""
+    tile rows). The order is each pixel's place in it, ``(N, Ho, Wo)``, where :func:`weight_gradient` puts
+    its row of ``grad_out``; None for one region, whose order is the pixels' own. ``spans`` are each region's
+    ``[first, stop)`` pixels."""
 
     def build():
         located = [_region_pixels(r, n, out_hw, geo, buf_shape, start) for r in regions]
         origins, pixels = (np.concatenate(part).astype(np.intp) for part in zip(*located))
+        order = None
+        if len(regions) > 1:
+            order = np.empty(pixels.size, dtype=np.intp)
+            order[pixels] = np.arange(pixels.size)
+            order = order.reshape(n, *out_hw)
         counts = [n * (r.rows.stop - r.rows.start) * (r.cols.stop - r.cols.start) for r in regions]
         stops = np.cumsum(counts, dtype=np.intp)
         region_spans = np.stack([stops - np.asarray(counts, dtype=np.intp), stops], axis=1)
         region_taps = np.array([r.taps for r in regions], dtype=np.intp).reshape(-1, 4)
         runs = _runs(kernel, geo, buf_shape[3], buf_shape[3] // groups, buf_shape[2])
-        return pixels * channels, origins, region_spans, region_taps, runs
+        return order, origins, region_spans, region_taps, runs
 
-    key = (
-        "weight", _region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), groups, channels,
-        tuple(start),
-    )  # fmt: skip
+    key = ("weight", _region_key(regions), n, tuple(kernel), tuple(out_hw), tuple(geo), tuple(buf_shape), groups,
+           tuple(start))  # fmt: skip
     return _cached(key, build)
 
 
@@ -542,23 +531,25 @@ def weight_gradient(buf, grad_out, regions, kernel, geo, groups: int, dwm, start
     n, channels, ho, wo = grad_out.shape
     og, k_total = dwm.shape[1], dwm.shape[2]
     cg = buf.shape[3] // groups
-    row_steps, origins, spans, region_taps, runs = _weight_layout(
-        regions, n, kernel, (ho, wo), geo, buf.shape, groups, channels, start
+    order, origins, spans, region_taps, runs = _weight_layout(
+        regions, n, kernel, (ho, wo), geo, buf.shape, groups, start
     )
     flat_buf = buf.reshape(-1)
-    # grad_out channels-last, (N*Ho*Wo, C), in one compiled copy parallel over rows (:func:`.relayout.copy_rows`;
-    # an earlier compiled gather through the row table measured slower than NumPy's copies). The tile reads it
-    # in region order through the row steps, each group from its first channel on: no copy per region or group.
-    channels_last = scratch(np, "numba.conv.grad_rows", (n * ho * wo, channels), buf.dtype)
-    copy_rows(np.moveaxis(channels_last.reshape(n, ho, wo, channels), 3, 1), grad_out)
-    # One region: the pixels in their own order, each row `channels` after the last (no table to read).
-    row_step = channels if len(regions) == 1 else 0
+    # grad_out as (N*Ho*Wo, C) rows in region order, in one compiled copy parallel over rows: the tile then
+    # steps through it evenly, each group from its first channel on (no copy per region or group). Read in
+    # pixel order through a table of row offsets instead, the rate-6 and rate-18 weight gradients ran 1-5%
+    # slower (one more table load per step).
+    grad_rows = scratch(np, "numba.conv.grad_rows", (n * ho * wo, channels), buf.dtype)
+    if order is None:
+        copy_rows(np.moveaxis(grad_rows.reshape(n, ho, wo, channels), 3, 1), grad_out)
+    else:
+        copy_to_rows(grad_rows, grad_out, order)
     length = int(runs[0, 5]) if len(runs) else nr  # every run of a layer has the same length
     row_parts, column_parts = _weight_shares(og, mr, length, nr, numba.get_num_threads())
     for g in range(groups):
         # The group's windows start g*cg further in the buffer.
         _weight_panels(
-            channels_last.reshape(-1), g * og, row_steps, row_step, flat_buf[g * cg :], origins, spans, region_taps,
-            runs, dwm[g].reshape(-1), og, k_total, mr, nr, row_parts, column_parts,
+            grad_rows.reshape(-1), g * og, channels, flat_buf[g * cg :], origins, spans, region_taps, runs,
+            dwm[g].reshape(-1), og, k_total, mr, nr, row_parts, column_parts,
         )  # fmt: skip
     return dwm

@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from .shares import SHARED_COPY_BYTES, copy_in_shares
 
-__all__ = ["copy_rows"]
+__all__ = ["copy_rows", "copy_to_rows"]
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -41,3 +41,32 @@ def copy_rows(dst, src, min_bytes: int = SHARED_COPY_BYTES) -> None:
         _copy_rows(src, dst)
         return
     copy_in_shares(dst, src, min_bytes)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _copy_to_rows(src, order, rows):
+    """``rows[order[b, y, z], c] = src[b, c, y, z]``, one (image, row) of ``src`` per work item."""
+    n, c, h, w = src.shape
+    for item in prange(n * h):
+        b, y = item // h, item % h
+        for z in range(w):
+            row = order[b, y, z]
+            for channel in range(c):
+                rows[row, channel] = src[b, channel, y, z]
+
+
+def copy_to_rows(rows, src, order, min_bytes: int = SHARED_COPY_BYTES) -> None:
+    """``rows[order[b, y, z]] = src[b, :, y, z]``: the pixels of ``src`` ``(N, C, H, W)`` as the rows of
+    ``rows`` ``(N*H*W, C)`` (same dtype), pixel ``(b, y, z)`` at row ``order[b, y, z]`` (``order`` an intp
+    ``(N, H, W)`` permutation of the rows). Compiled and parallel over (image, row) for float32/float64 when
+    ``rows`` holds at least ``min_bytes``, else one NumPy scatter."""
+    n, c, h, w = src.shape
+    if rows.shape != (n * h * w, c) or order.shape != (n, h, w):
+        raise ValueError(
+            f"copy_to_rows needs rows {(n * h * w, c)} and order {(n, h, w)} for src {src.shape}, "
+            f"got rows {rows.shape} and order {order.shape}"
+        )
+    if rows.dtype == src.dtype and rows.dtype in (np.float32, np.float64) and rows.nbytes >= min_bytes:
+        _copy_to_rows(src, order, rows)
+        return
+    rows[order.reshape(-1)] = np.moveaxis(src, 1, 3).reshape(-1, c)
