@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import interleaved  # noqa: E402  (benchmarks/timing.py, next to this script)
+from workloads import photo_like  # noqa: E402  (benchmarks/workloads.py)
 
 from segcore.io import save_json  # noqa: E402
 from segcore.backend import get_backend  # noqa: E402
@@ -40,27 +41,6 @@ except ImportError:  # pydensecrf is an optional comparison, never a dependency
     dcrf = None
 
 TARGET_RATIO_TO_PYDENSECRF = 3.0
-
-
-def photo_like(height: int, width: int, labels: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A uint8 image of smooth shaded colour regions with noise and sharp edges, and noisy float32 softmax
-    probabilities that favour each region's label."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    # A grid of rectangular regions of unequal sizes, plus discs, so every label appears with real edges.
-    cells = (np.floor(xx / width * 6) + 6 * np.floor(yy / height * 4)).astype(int) % labels
-    for i in range(labels // 3):
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(15, 60)
-        cells[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = (i * 7) % labels
-    palette = rng.integers(20, 236, (labels, 3))
-    image = palette[cells].astype(np.float64)
-    image += 30 * np.sin(xx / 23.0)[..., None] * np.array([1.0, -0.5, 0.5]) + 20 * np.cos(yy / 17.0)[..., None]
-    image += rng.normal(0, 8, image.shape)
-    logits = 2.0 * np.eye(labels)[cells].transpose(2, 0, 1) + rng.normal(0, 1.5, (labels, height, width))
-    probs = np.exp(logits - logits.max(axis=0))
-    probs /= probs.sum(axis=0)
-    return np.clip(image, 0, 255).astype(np.uint8), probs.astype(np.float32)
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import interleaved  # noqa: E402  (benchmarks/timing.py, next to this script)
+from workloads import max_abs_diff, photo_like  # noqa: E402  (benchmarks/workloads.py)
 
 from segcore.backend import get_backend  # noqa: E402
 from segcore.crf import DEFAULTS, dense_crf  # noqa: E402
@@ -77,10 +78,6 @@ TARGETS = {
 }
 
 
-def max_abs_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
-
-
 # -- workloads ------------------------------------------------------------------------------------------------
 
 
@@ -108,23 +105,6 @@ def bench_roi_align(repeat: int, rounds: int) -> dict:
         "max_abs_diff_forward": max_abs_diff(columns["numba_forward"](), columns["numpy_forward"]()),
         "max_abs_diff_backward": max_abs_diff(columns["numba_backward"](), columns["numpy_backward"]()),
     }  # fmt: skip
-
-
-def photo_like(height: int, width: int, labels: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A uint8 image of shaded colour regions with noise and sharp edges, and noisy float32 softmax
-    probabilities favouring each region's label (the setting of benchmarks/crf.py)."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    cells = (np.floor(xx / width * 6) + 6 * np.floor(yy / height * 4)).astype(int) % labels
-    for i in range(labels // 3):
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(15, 60)
-        cells[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = (i * 7) % labels
-    image = rng.integers(20, 236, (labels, 3))[cells].astype(np.float64)
-    image += 30 * np.sin(xx / 23.0)[..., None] * np.array([1.0, -0.5, 0.5]) + 20 * np.cos(yy / 17.0)[..., None]
-    image += rng.normal(0, 8, image.shape)
-    logits = 2.0 * np.eye(labels)[cells].transpose(2, 0, 1) + rng.normal(0, 1.5, (labels, height, width))
-    probs = np.exp(logits - logits.max(axis=0))
-    probs /= probs.sum(axis=0)
-    return np.clip(image, 0, 255).astype(np.uint8), probs.astype(np.float32)
 
 
 def bench_crf(

@@ -12,7 +12,7 @@ import statistics
 import time
 from typing import Callable
 
-__all__ = ["SETTLE_SECONDS", "settle", "median_time", "interleaved"]
+__all__ = ["SETTLE_SECONDS", "settle", "median_time", "interleaved", "cuda_event_time"]
 
 SETTLE_SECONDS = 0.1
 
@@ -49,3 +49,22 @@ def interleaved(
         for name, fn in columns.items():
             samples[name].append(median_time(fn, repeat))
     return {name: statistics.median(v) for name, v in samples.items()}, samples
+
+
+def cuda_event_time(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds of ``fn`` between two CuPy CUDA events on the current stream, after one warm-up call
+    (compilation, allocation). For GPU work launched on CuPy's current stream (the legacy default stream unless
+    the caller made another one current): host time would measure the launches, not the kernels."""
+    import cupy
+
+    fn()
+    cupy.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return statistics.median(times)

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +33,10 @@ import segcore
 from segcore.backend import get_backend
 from segcore.io import save_json
 from segcore.testing import assert_arrays_agree
+
+# The shared timing helpers in the repository's benchmarks/ directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from timing import cuda_event_time  # noqa: E402
 
 PARTS = ("conv", "roi_align", "crf", "step", "check", "train")
 DEFAULT_PARTS = ("conv", "roi_align", "crf", "step")
@@ -51,23 +54,6 @@ CONV_SHAPES = [
 ]
 
 
-def _gpu_time(fn: Callable[[], Any], repeat: int) -> float:
-    """Median seconds of ``fn`` between CUDA events, after one warm-up call (compilation, allocation)."""
-    import cupy
-
-    fn()
-    cupy.cuda.Device().synchronize()
-    times = []
-    for _ in range(repeat):
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    return statistics.median(times)
-
-
 def bench_conv(repeat: int) -> list[dict]:
     import cupy
 
@@ -83,8 +69,8 @@ def bench_conv(repeat: int) -> list[dict]:
         # The GEMM conv2d does, alone: (G, O/G, K) @ (G, K, N*Ho*Wo).
         a = cupy.asarray(rng.standard_normal((g, o // g, c // g * k * k), dtype=np.float32))
         b = cupy.asarray(rng.standard_normal((g, c // g * k * k, n * ho * wo), dtype=np.float32))
-        t_conv = _gpu_time(lambda: conv2d(backend.xp, x, weight, (s, s), (p, p), (d, d), g), repeat)
-        t_gemm = _gpu_time(lambda: cupy.matmul(a, b), repeat)
+        t_conv = cuda_event_time(lambda: conv2d(backend.xp, x, weight, (s, s), (p, p), (d, d), g), repeat)
+        t_gemm = cuda_event_time(lambda: cupy.matmul(a, b), repeat)
         flops = 2.0 * n * o * ho * wo * (c // g) * k * k
         rows.append(
             {"layer": name, "conv_ms": 1e3 * t_conv, "gemm_ms": 1e3 * t_gemm, "conv_tflops": flops / t_conv / 1e12,
@@ -113,11 +99,11 @@ def bench_roi_align(repeat: int) -> dict:
     grad = cupy.asarray(rng.standard_normal((count, 256, 7, 7), dtype=np.float32))
     result = {
         "shape": "input (2, 256, 200, 272), 1024 RoIs, 7x7, sampling 2, aligned",
-        "forward_ms": 1e3 * _gpu_time(lambda: forward(backend.xp, x, rois, *params), repeat),
+        "forward_ms": 1e3 * cuda_event_time(lambda: forward(backend.xp, x, rois, *params), repeat),
         "backward_deterministic_ms": 1e3
-        * _gpu_time(lambda: backward(backend.xp, grad, rois, x.shape, *params, deterministic=True), repeat),
+        * cuda_event_time(lambda: backward(backend.xp, grad, rois, x.shape, *params, deterministic=True), repeat),
         "backward_atomic_ms": 1e3
-        * _gpu_time(lambda: backward(backend.xp, grad, rois, x.shape, *params, deterministic=False), repeat),
+        * cuda_event_time(lambda: backward(backend.xp, grad, rois, x.shape, *params, deterministic=False), repeat),
     }
     print(f"RoIAlign {result['shape']}")
     for key in ("forward_ms", "backward_deterministic_ms", "backward_atomic_ms"):
@@ -133,7 +119,7 @@ def bench_crf(repeat: int) -> dict:
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
     probs = rng.dirichlet(np.ones(21), size=(375, 500)).transpose(2, 0, 1).astype(np.float32)
-    t = _gpu_time(lambda: dense_crf(image, probs, iterations=10, backend="cupy"), repeat)
+    t = cuda_event_time(lambda: dense_crf(image, probs, iterations=10, backend="cupy"), repeat)
     print(f"dense CRF 500x375 x 21 labels, 10 iterations, host to host: {1e3 * t:.2f} ms (target < 10 ms)\n")
     return {"shape": "500x375, 21 labels, 10 iterations", "ms": 1e3 * t}
 
@@ -163,7 +149,7 @@ def bench_step(repeat: int, size: int, batch: int) -> dict:
     model, images, masks = _deeplab("cupy", size, batch, 1.0)
     model.train()
     optimizer = SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    t = _gpu_time(lambda: _step(model, images, masks, optimizer), repeat)
+    t = cuda_event_time(lambda: _step(model, images, masks, optimizer), repeat)
     print(f"DeepLabv3+ ResNet-50 {size}x{size} batch {batch} training step: {1e3 * t:.1f} ms\n")
     return {"size": size, "batch": batch, "ms": 1e3 * t}
 
