@@ -164,7 +164,8 @@ def bench_conv(repeat: int, rounds: int, batch: int = 8) -> list[dict]:
             xt, wt, gt = (torch.from_numpy(a) for a in (x, w, g))
 
             def torch_step(xt=xt, wt=wt, gt=gt, stride=stride, padding=padding, dilation=dilation):
-                xr, wr = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
+                # New leaves on the same memory (detach, not clone: a copy of the input is not torch's work).
+                xr, wr = xt.detach().requires_grad_(True), wt.detach().requires_grad_(True)
                 torch.nn.functional.conv2d(xr, wr, stride=stride, padding=padding, dilation=dilation).backward(gt)
                 return xr.grad, wr.grad
 
