@@ -84,3 +84,28 @@ def test_copy_to_rows_puts_each_pixel_at_its_row(monkeypatch, dtype, min_bytes):
 def test_copy_to_rows_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"rows \(40, 3\) and order \(2, 4, 5\) .* got rows \(40, 4\)"):
         copy_to_rows(np.zeros((40, 4)), np.zeros((2, 3, 4, 5)), np.zeros((2, 4, 5), dtype=np.intp))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_copies_go_by_blocks_transposed_in_registers(monkeypatch, dtype):
+    blocked = _count_calls(monkeypatch, relayout, "_copy_rows_blocked")
+    element_wise = _count_calls(monkeypatch, relayout, "_copy_rows")
+    rng = np.random.default_rng(2)
+    # 40 channels and 37 columns: whole blocks of 16 (or 8) and a last one moved back, from a cropped source.
+    source = rng.standard_normal((2, 40, 8, 41)).astype(dtype)
+    x = source[:, :, 1:6, 2:39]
+    buffer = np.full((2, 9, 41, 40), -1.0, dtype=dtype)  # (N, H+4, W+4, C): the border must stay untouched
+    copy_rows(np.moveaxis(buffer, 3, 1)[:, :, 2:7, 2:39], x, min_bytes=0)
+    assert len(blocked) == 1 and not element_wise
+    expected = np.full_like(buffer, -1.0)
+    expected[:, 2:7, 2:39, :] = np.transpose(x, (0, 2, 3, 1))
+    np.testing.assert_array_equal(buffer, expected)
+
+
+def test_narrow_copies_go_element_by_element(monkeypatch):
+    blocked = _count_calls(monkeypatch, relayout, "_copy_rows_blocked")
+    x = np.arange(2 * 3 * 4 * 40, dtype=np.float32).reshape(2, 3, 4, 40)  # 3 channels: less than a vector
+    dst = np.empty((2, 4, 40, 3), dtype=np.float32)
+    copy_rows(np.moveaxis(dst, 3, 1), x, min_bytes=0)
+    assert not blocked
+    np.testing.assert_array_equal(dst, np.transpose(x, (0, 2, 3, 1)))
