@@ -286,9 +286,10 @@ def test_the_implicit_weight_gradient_needs_a_whole_tile_of_channels():
         [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, -1, 30, 32, 34, 36],
     ],
 )
-def test_scatter_puts_each_channels_last_row_at_its_target_in_every_channel_plane(targets):
+@pytest.mark.parametrize("channels, o_pad", [(5, 8), (20, 24)])  # 20: blocks transposed in registers
+def test_scatter_puts_each_channels_last_row_at_its_target_in_every_channel_plane(targets, channels, o_pad):
     targets = np.array(targets, dtype=np.intp)
-    channels, o_pad, first, plane = 5, 8, 2, 64  # rows padded to 8 columns; the first 2 table rows skipped
+    first, plane = 2, 64  # the first 2 table rows skipped; rows padded to o_pad columns
     count = targets.size - first
     rows = np.random.default_rng(0).standard_normal((count, o_pad)).astype(np.float32)
     out = np.full(channels * plane, np.nan, dtype=np.float32)

@@ -9,7 +9,7 @@ against 0.73 ms, ``(8, 256, 28, 28)`` 0.42 against 0.62 ms, ``(8, 128, 28, 28)``
 
 Element by element, that loop moved about one value per cycle. Where both sides allow it (unit strides along
 the source's rows and the destination's channels, at least a vector of each), square blocks of one vector's
-lanes are transposed in registers instead (:func:`_transpose_block`): 0.19 against 0.31 ms for the first
+lanes are transposed in registers instead (:func:`transpose_block`): 0.19 against 0.31 ms for the first
 shape above in cache, 0.51 against 0.63 ms out of it; 0.18 against 0.30 ms for the second in cache, the same
 out of it (the memory's speed then).
 """
@@ -24,7 +24,7 @@ from numba.extending import intrinsic
 from .gemm import VECTOR_BYTES
 from .shares import SHARED_COPY_BYTES, copy_in_shares
 
-__all__ = ["copy_rows", "copy_to_rows"]
+__all__ = ["copy_rows", "copy_to_rows", "transpose_block"]
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -39,7 +39,7 @@ def _copy_rows(src, dst):
 
 
 @intrinsic
-def _transpose_block(typingctx, src, src0, src_step, dst, dst0, dst_step):
+def transpose_block(typingctx, src, src0, src_step, dst, dst0, dst_step):
     """``dst[dst0 + j*dst_step + i] = src[src0 + i*src_step + j]`` for ``i, j`` below one vector's lanes
     (:data:`.gemm.VECTOR_BYTES` over the item size), indices in items from each view's first item: the block's
     rows loaded as vectors, transposed in registers, stored as vectors. Nothing is bounds-checked.
@@ -103,7 +103,7 @@ def _copy_rows_blocked(src, dst, lanes):
             channel = min(c0, c - lanes)
             for z0 in range(0, w, lanes):
                 z = min(z0, w - lanes)
-                _transpose_block(
+                transpose_block(
                     src, b * s_b + channel * s_c + y * s_y + z, s_c, dst, b * d_b + y * d_y + z * d_z + channel, d_z
                 )
 
