@@ -16,7 +16,7 @@ of untimed settling runs, see benchmarks/timing.py, whose first call also compil
   slower than the reference (and as fast as PyTorch CPU where installed).
 
 Each workload also checks that numba's results agree with the reference. Prints a table and writes JSON to
-``benchmarks/results/numba_kernels.json`` atomically (temp file + ``os.replace``). Run from the repository root
+``benchmarks/results/numba_kernels.json`` atomically (:func:`segcore.io.save_json`). Run from the repository root
 with ``segcore-numba`` installed: ``python benchmarks/numba_kernels.py`` (about 2-4 minutes on 2 cores).
 Shared machines are noisy: compare the ratios, not the absolute times.
 """
@@ -24,11 +24,9 @@ Shared machines are noisy: compare the ratios, not the absolute times.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +39,7 @@ from workloads import max_abs_diff, photo_like  # noqa: E402  (benchmarks/worklo
 
 from segcore.backend import get_backend  # noqa: E402
 from segcore.crf import DEFAULTS, dense_crf  # noqa: E402
+from segcore.io import save_json  # noqa: E402
 
 # torch's OpenMP workers busy-wait after each op by default and then take the cores from the numba and NumPy
 # columns; and once torch has loaded libgomp without this setting, segcore_numba can no longer choose its
@@ -215,19 +214,6 @@ def print_table(result: dict) -> None:
           "pydensecrf; conv f+b no slower than the reference")  # fmt: skip
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median taken)")
@@ -270,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "result": result,
     }
-    write_json_atomic(args.output, payload)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_json(args.output, payload)
     print(f"wrote {args.output}")
     return 0
 
